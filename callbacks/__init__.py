@@ -1,0 +1,6 @@
+"""Lightning callbacks (importable as ``lineas.callbacks``)."""
+
+from lineas.callbacks.fit_summary import FitSummary
+from lineas.callbacks.save_maps import SaveMaps
+
+__all__ = ["FitSummary", "SaveMaps"]

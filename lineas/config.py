@@ -1,0 +1,38 @@
+"""Hydra wiring: the ``recipe`` config group from ``recipes/``, user recipe files, resolvers."""
+
+from __future__ import annotations
+
+from importlib.resources import files
+from pathlib import Path
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import OmegaConf
+
+USER_PREFIX = "file_"
+
+
+def data_path(rel: str) -> str:
+    """Path of a data file shipped with lineas (``lineas/data/REL``)."""
+    return str(files("lineas") / "data" / rel)
+
+
+def recipe_names() -> list[str]:
+    return sorted(p.name[:-5] for p in files("lineas.recipes").iterdir() if p.name.endswith(".yaml"))
+
+
+def register() -> None:
+    """Register the shipped recipes under group ``recipe`` and the ``lineas_data`` resolver."""
+    if not OmegaConf.has_resolver("lineas_data"):
+        OmegaConf.register_new_resolver("lineas_data", data_path)
+    cs = ConfigStore.instance()
+    for name in recipe_names():
+        cs.store(group="recipe", name=name, package="_global_",
+                 node=OmegaConf.create((files("lineas.recipes") / f"{name}.yaml").read_text()))
+
+
+def register_recipe_file(path: str | Path) -> str:
+    """Register a user's recipe YAML; returns the name to select it with (``recipe=NAME``)."""
+    path = Path(path).resolve()
+    name = USER_PREFIX + "".join(c if c.isalnum() else "_" for c in path.stem)
+    ConfigStore.instance().store(group="recipe", name=name, package="_global_", node=OmegaConf.load(path))
+    return name

@@ -1,0 +1,47 @@
+"""``lineas.fit``: the training loop as one function call, for notebooks and scripts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import lightning as L
+from lightning.pytorch.loggers import TensorBoardLogger
+
+from lineas.backbones import Backbone, CausalLM
+from lineas.callbacks import FitSummary, SaveMaps
+from lineas.datamodules import PromptPairDataModule
+from lineas.loss import Pooling
+from lineas.maps import AffineMaps
+from lineas.module import LinEASModule
+from lineas.sparsity import Sparsity
+
+
+def fit(model: str | Backbone, source: str | Path | list[str], target: str | Path | list[str],
+        sites: str | Sequence[str] = "default", *, steps: int = 1000, lr: float = 1e-3,
+        pooling: Pooling = "mean", sparsity: Sparsity | None = None, batch_size: int = 32,
+        num_fit: int | None = None, heldout_fraction: float = 0.25, seed: int = 0,
+        output_dir: str | Path | None = None, **trainer_kwargs: Any) -> AffineMaps:
+    """Fit LinEAS maps that move ``source`` prompts' activations towards ``target``'s.
+
+    ``model`` is a model spec (hub id, folder, ``offline:...``, ``tiny:...``) or a :class:`Backbone`;
+    ``source``/``target`` are prompt files or lists. With ``output_dir``, the run writes the same
+    ``maps/``, ``fit_summary.json`` and TensorBoard logs as ``python -m lineas.train``.
+    """
+    L.seed_everything(seed, verbose=False)
+    backbone = CausalLM(model) if isinstance(model, str) else model
+    datamodule = PromptPairDataModule(source, target, collate_fn=backbone.collate, batch_size=batch_size,
+                                      num_fit=num_fit, heldout_fraction=heldout_fraction, seed=seed)
+    module = LinEASModule(backbone, sites=sites, pooling=pooling, lr=lr, sparsity=sparsity)
+    callbacks: list[L.Callback] = []
+    logger: Any = False
+    if output_dir is not None:
+        out = Path(output_dir)
+        callbacks = [FitSummary(out / "fit_summary.json"), SaveMaps(out / "maps")]
+        logger = TensorBoardLogger(save_dir=str(out), name="tb", version="")
+    trainer_kwargs = {"max_steps": steps, "max_epochs": -1, "logger": logger, "callbacks": callbacks,
+                      "enable_checkpointing": False, "num_sanity_val_steps": 0, "log_every_n_steps": 1,
+                      "check_val_every_n_epoch": None, "val_check_interval": max(1, steps // 4),
+                      **trainer_kwargs}
+    L.Trainer(**trainer_kwargs).fit(module, datamodule=datamodule)
+    return module.fitted_maps()

@@ -1,0 +1,102 @@
+"""Attaching maps to a model's sites with forward hooks; capturing site outputs; early exit."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
+
+import torch
+from torch import nn
+
+from lineas.sites import Site, SiteError
+
+if TYPE_CHECKING:
+    from lineas.maps import AffineMaps
+
+
+class StopForward(Exception):
+    """Raised by the hook of the last site: nothing after it matters, so the forward ends there."""
+
+
+def channel_dim(t: torch.Tensor) -> int:
+    """Feature axis of a site output: channels of a 4-D feature map, else the last axis."""
+    return 1 if t.ndim == 4 else -1
+
+
+def _select(site: Site, out: Any) -> torch.Tensor:
+    t = out if site.index is None else out[site.index]
+    if not isinstance(t, torch.Tensor):
+        kind = f"a tuple of {len(out)}; write '{site.module}:k' to pick item k" if isinstance(out, tuple) else type(t).__name__
+        raise SiteError(f"site {site} outputs {kind}, not a tensor")
+    return t
+
+
+def _replace(site: Site, out: Any, t: torch.Tensor) -> Any:
+    if site.index is None:
+        return t
+    items = list(out)
+    items[site.index] = t
+    return type(out)(items)
+
+
+@contextmanager
+def attach(
+    model: nn.Module,
+    sites: Sequence[Site],
+    maps: AffineMaps | None = None,
+    capture: dict[Site, torch.Tensor] | None = None,
+    stop_after: Site | None = None,
+) -> Iterator[None]:
+    """Within the block, ``maps`` (if any) act on ``sites``; outputs land in ``capture``.
+
+    With ``stop_after``, the forward ends right after that site fires (``StopForward`` is
+    raised by its hook and swallowed here). Each hook maps the module's own output, so it is
+    idempotent under recomputation (activation checkpointing re-runs it on the same inputs).
+    """
+    modules = dict(model.named_modules())
+    by_module: dict[str, list[tuple[int, Site]]] = defaultdict(list)
+    for i, site in enumerate(sites):
+        if site.module not in modules:
+            raise SiteError(f"site {site}: no module named {site.module!r} in {type(model).__name__}")
+        by_module[site.module].append((i, site))
+
+    def make_hook(entries: list[tuple[int, Site]], stop: bool) -> Callable:
+        def hook(module: nn.Module, args: Any, out: Any) -> Any:
+            for i, site in entries:
+                t = _select(site, out)
+                if maps is not None:
+                    t = maps.transform(i, t)
+                    out = _replace(site, out, t)
+                if capture is not None:
+                    capture[site] = t
+            if stop:
+                raise StopForward
+            return out
+
+        return hook
+
+    stop_module = stop_after.module if stop_after is not None else None
+    handles = [
+        modules[name].register_forward_hook(make_hook(entries, name == stop_module))
+        for name, entries in by_module.items()
+    ]
+    try:
+        yield
+    except StopForward:
+        pass
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def probe(model: nn.Module, sites: Sequence[Site], run: Callable[[], Any]) -> tuple[list[int], Site]:
+    """Feature sizes of ``sites`` and the site that fires last, from one forward ``run()``."""
+    capture: dict[Site, torch.Tensor] = {}
+    with torch.no_grad(), attach(model, sites, capture=capture):
+        run()
+    missing = [str(s) for s in sites if s not in capture]
+    if missing:
+        raise SiteError(f"sites {missing} never fired during a forward pass: they are not on its path")
+    dims = [capture[s].shape[channel_dim(capture[s])] for s in sites]
+    return dims, list(capture)[-1]

@@ -1,0 +1,168 @@
+"""Per-site affine maps ``omega * z + beta`` with a strength slider; save/load as safetensors + JSON."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from lineas.atomic import atomic_dir
+from lineas.hooks import attach, channel_dim
+from lineas.sites import Site
+
+WEIGHTS = "maps.safetensors"
+CONFIG = "lineas.json"
+FORMAT = "lineas-maps/1"
+
+
+class MapsFileError(ValueError):
+    """A maps folder that cannot be read."""
+
+
+class AffineMaps(nn.Module):
+    """Float32 ``omega, beta`` of shape ``(D,)`` per site, initialised at identity.
+
+    At strength ``lam`` a site output ``z`` becomes ``(1 + lam*(omega-1)) * z + lam*beta``:
+    ``lam=0`` is the base model, ``lam=1`` the fitted map.
+    """
+
+    def __init__(
+        self,
+        sites: Sequence[Site | str],
+        dims: Sequence[int],
+        strength: float = 1.0,
+        info: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        if len(sites) != len(dims):
+            raise ValueError(f"{len(sites)} sites but {len(dims)} dims")
+        self.sites = [Site.parse(s) for s in sites]
+        self.omega = nn.ParameterList([nn.Parameter(torch.ones(d)) for d in dims])
+        self.beta = nn.ParameterList([nn.Parameter(torch.zeros(d)) for d in dims])
+        self.strength = strength
+        self.info: dict[str, Any] = dict(info or {})
+
+    @property
+    def dims(self) -> list[int]:
+        return [w.numel() for w in self.omega]
+
+    @property
+    def strength(self) -> float:
+        return self._strength
+
+    @strength.setter
+    def strength(self, lam: float) -> None:
+        lam = float(lam)
+        if not 0.0 <= lam <= 1.0:
+            warnings.warn(f"strength {lam} is outside [0, 1]: the maps extrapolate", stacklevel=2)
+        self._strength = lam
+
+    def coefficients(self, i: int, strength: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(w, b)`` of site ``i`` at ``strength`` (the maps' own by default)."""
+        lam = self._strength if strength is None else strength
+        return 1 + lam * (self.omega[i] - 1), lam * self.beta[i]
+
+    def transform(self, i: int, t: torch.Tensor) -> torch.Tensor:
+        """Map site ``i``'s output ``t`` along its channel axis; computed in float32, cast back."""
+        w, b = self.coefficients(i)
+        shape = [1] * t.ndim
+        shape[channel_dim(t)] = -1
+        return (t.float() * w.to(t.device).view(shape) + b.to(t.device).view(shape)).to(t.dtype)
+
+    @contextmanager
+    def at_strength(self, strength: float | None) -> Iterator[AffineMaps]:
+        """Use ``strength`` inside the block (None: leave it as is)."""
+        saved = self._strength
+        if strength is not None:
+            self.strength = strength
+        try:
+            yield self
+        finally:
+            self._strength = saved
+
+    @contextmanager
+    def apply(self, model: nn.Module, strength: float | None = None) -> Iterator[nn.Module]:
+        """Steer ``model`` inside the block (at ``strength`` if given)."""
+        with self.at_strength(strength), attach(model, self.sites, self):
+            yield model
+
+    def support(self, eps: float = 1e-5) -> dict[str, int]:
+        """Dimensions with ``|omega-1| > eps`` or ``|beta| > eps``, per site and ``"total"``."""
+        with torch.no_grad():
+            counts = {
+                str(s): int(((w - 1).abs().gt(eps) | b.abs().gt(eps)).sum())
+                for s, w, b in zip(self.sites, self.omega, self.beta)
+            }
+        counts["total"] = sum(counts.values())
+        return counts
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        out = {}
+        for s, w, b in zip(self.sites, self.omega, self.beta):
+            out[f"{s}.omega"] = w.detach().float().cpu().contiguous()
+            out[f"{s}.beta"] = b.detach().float().cpu().contiguous()
+        return out
+
+    def save(self, path: str | Path, overwrite: bool = True) -> Path:
+        """Write ``path/maps.safetensors`` and ``path/lineas.json`` (atomically)."""
+        meta = {
+            "format": FORMAT,
+            **self.info,
+            "strength": self._strength,
+            "sites": [{"site": str(s), "dim": d} for s, d in zip(self.sites, self.dims)],
+            "support": self.support(self.info.get("sparsity", {}).get("eps", 1e-5)),
+            "versions": _versions(),
+        }
+        with atomic_dir(path, overwrite=overwrite) as tmp:
+            save_file(self.state_tensors(), tmp / WEIGHTS)
+            (tmp / CONFIG).write_text(json.dumps(meta, indent=2) + "\n")
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> AffineMaps:
+        """Read a maps folder written by :meth:`save`."""
+        path = Path(path)
+        for name in (CONFIG, WEIGHTS):
+            if not (path / name).is_file():
+                raise MapsFileError(f"{path}: no {name}; a maps folder holds {CONFIG} and {WEIGHTS}")
+        try:
+            meta = json.loads((path / CONFIG).read_text())
+        except json.JSONDecodeError as err:
+            raise MapsFileError(f"{path / CONFIG}: not valid JSON ({err})") from None
+        if meta.get("format") != FORMAT:
+            raise MapsFileError(f"{path / CONFIG}: format {meta.get('format')!r}, expected {FORMAT!r}")
+        tensors = load_file(path / WEIGHTS)
+        sites = [e["site"] for e in meta["sites"]]
+        dims = [e["dim"] for e in meta["sites"]]
+        info = {k: v for k, v in meta.items() if k not in ("format", "strength", "sites", "support", "versions")}
+        maps = cls(sites, dims, strength=meta.get("strength", 1.0), info=info)
+        with torch.no_grad():
+            for s, d, w, b in zip(sites, dims, maps.omega, maps.beta):
+                for name, param in (("omega", w), ("beta", b)):
+                    t = tensors.get(f"{s}.{name}")
+                    if t is None or t.shape != (d,):
+                        got = "missing" if t is None else tuple(t.shape)
+                        raise MapsFileError(f"{path / WEIGHTS}: {s}.{name} is {got}, expected ({d},)")
+                    param.copy_(t)
+        return maps
+
+
+def load_maps(path: str | Path) -> AffineMaps:
+    """Read a maps folder (``maps.safetensors`` + ``lineas.json``)."""
+    return AffineMaps.load(path)
+
+
+def _versions() -> dict[str, str]:
+    import lightning
+    import transformers
+
+    import lineas
+
+    return {"lineas": lineas.__version__, "torch": torch.__version__,
+            "transformers": transformers.__version__, "lightning": lightning.__version__}

@@ -1,0 +1,152 @@
+"""``LinEASModule``: fit per-site affine maps end to end with the sorted W2 loss."""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Sequence
+
+import lightning as L
+import torch
+from lightning.fabric.utilities.apply_func import move_data_to_device
+
+from lineas.backbones import Backbone
+from lineas.hooks import attach, probe
+from lineas.loss import Pooling, pool, sorted_w2
+from lineas.maps import AffineMaps
+from lineas.sites import resolve_sites
+from lineas.sparsity import Sparsity
+
+PROBE_PROMPTS = ["Hello there.", "A short example prompt."]
+
+
+class LinEASModule(L.LightningModule):
+    """A frozen backbone with trainable :class:`AffineMaps` at ``sites``.
+
+    Each step runs a batch of source prompts with every map active (so each site sees all upstream
+    maps), pools each site's output, and compares it to the cached, sorted pooled outputs of the
+    target prompts run without maps: loss = mean over sites of the mean over dimensions of the squared
+    1-D W2 distance. The forward stops right after the last site (``early_exit``). After every
+    optimizer step the proximal operator of ``sparsity`` is applied with step size = current lr.
+    Defaults are those of the official code: Adam, lr 1e-3, betas (0.9, 0.9), cosine decay to lr*1e-3.
+    """
+
+    def __init__(self, backbone: Backbone, sites: str | Sequence[str] = "default", pooling: Pooling = "mean",
+                 lr: float = 1e-3, betas: Sequence[float] = (0.9, 0.9), weight_decay: float = 0.0,
+                 min_lr_ratio: float = 1e-3, sparsity: Sparsity | None = None, early_exit: bool = True) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.base = backbone.model.requires_grad_(False).eval()
+        self.sites = resolve_sites(self.base, sites if isinstance(sites, str) else list(sites))
+        dims, self.last_site = probe(self.base, self.sites,
+                                     lambda: backbone.forward(backbone.collate(PROBE_PROMPTS)))
+        self.pooling = pooling
+        self.lr, self.betas, self.weight_decay, self.min_lr_ratio = lr, tuple(betas), weight_decay, min_lr_ratio
+        self.sparsity = sparsity or Sparsity()
+        self.early_exit = early_exit
+        self.maps = AffineMaps(self.sites, dims, info={
+            "base_model": backbone.spec,
+            "model_type": getattr(getattr(self.base, "config", None), "model_type", None),
+            "pooling": pooling,
+            "loss": "squared 1-D W2 per dimension; mean over dimensions, then over sites",
+            "optimizer": {"name": "adam", "lr": lr, "betas": list(self.betas), "weight_decay": weight_decay,
+                          "schedule": "cosine", "min_lr_ratio": min_lr_ratio},
+            "sparsity": self.sparsity.as_dict(),
+        })
+        self.strict_loading = False  # checkpoints hold the maps, not the frozen base
+        self._targets: dict[str, list[torch.Tensor]] = {}
+        self._val: list[list[torch.Tensor]] = []
+
+    # --- running the backbone -------------------------------------------------------------
+    def train(self, mode: bool = True) -> LinEASModule:
+        super().train(mode)
+        self.base.eval()  # frozen base: dropout stays off while the maps train
+        return self
+
+    def pooled(self, batch: dict[str, Any], with_maps: bool) -> list[torch.Tensor]:
+        """Per site, the pooled float32 samples ``(N, D)`` of ``batch`` (maps active or not)."""
+        capture: dict = {}
+        with attach(self.base, self.sites, self.maps if with_maps else None, capture,
+                    stop_after=self.last_site if self.early_exit else None):
+            self.backbone.forward(batch)
+        mask = self.backbone.position_mask(batch)
+        return [pool(capture[s], mask, self.pooling) for s in self.sites]
+
+    @torch.no_grad()
+    def collect(self, batches: Iterable[dict[str, Any]], with_maps: bool) -> list[torch.Tensor]:
+        """:meth:`pooled` over several batches, concatenated per site."""
+        parts = [self.pooled(move_data_to_device(b, self.device), with_maps) for b in batches]
+        return [torch.cat(p) for p in zip(*parts)]
+
+    def site_w2(self, pooled: list[torch.Tensor], targets_sorted: list[torch.Tensor]) -> torch.Tensor:
+        """Per-site loss ``(S,)``: squared W2 averaged over dimensions."""
+        return torch.stack([sorted_w2(p, t).mean() for p, t in zip(pooled, targets_sorted)])
+
+    @torch.no_grad()
+    def heldout_w2(self, strength: float | None = None) -> dict[str, float]:
+        """Per-site W2 of the held-out source prompts (maps at ``strength``) against held-out targets."""
+        dm = self.trainer.datamodule
+        self._cache_targets()
+        with self.maps.at_strength(strength):
+            w2 = self.site_w2(self.collect(dm.source_dataloader("heldout"), True), self._targets["heldout"])
+        return dict(zip(map(str, self.sites), w2.tolist()))
+
+    def _cache_targets(self) -> None:
+        # Targets never depend on the maps: pooled and sorted once, without maps.
+        dm = self.trainer.datamodule
+        for split in ("fit", "heldout"):
+            if split not in self._targets and dm.prompts["target"][split]:
+                self._targets[split] = [t.sort(0).values for t in self.collect(dm.target_dataloader(split), False)]
+
+    # --- Lightning hooks ------------------------------------------------------------------
+    def on_fit_start(self) -> None:
+        self._cache_targets()
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        losses = self.site_w2(self.pooled(batch, with_maps=True), self._targets["fit"])
+        bad = ~torch.isfinite(losses)
+        if bad.any():
+            names = [str(s) for s, b in zip(self.sites, bad.tolist()) if b]
+            raise FloatingPointError(
+                f"non-finite W2 loss at step {self.global_step} at site(s) {names}: lower the learning "
+                "rate, load the base in float32, or check the prompts; no maps were written")
+        loss = losses.mean()
+        self.log("train/loss", loss, prog_bar=True)
+        self.log_dict({f"train/w2/{s}": v for s, v in zip(self.sites, losses.detach())})
+        self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"])
+        return loss
+
+    def optimizer_step(self, epoch: int, batch_idx: int, optimizer: Any, optimizer_closure: Any = None) -> None:
+        super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+        self.sparsity.prox_(self.maps, tau=optimizer.param_groups[0]["lr"])
+        support = self.maps.support(self.sparsity.eps)
+        self.log("train/support", float(support["total"]), prog_bar=self.sparsity.active)
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._val.append(self.pooled(batch, with_maps=True))
+
+    def on_validation_epoch_end(self) -> None:
+        if not self._val:
+            return
+        self._cache_targets()
+        w2 = self.site_w2([torch.cat(p) for p in zip(*self._val)], self._targets["heldout"])
+        self._val.clear()
+        self.log("val/w2", w2.mean(), prog_bar=True)
+        self.log_dict({f"val/w2/{s}": v for s, v in zip(self.sites, w2)})
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        opt = torch.optim.Adam(self.maps.parameters(), lr=self.lr, betas=self.betas, weight_decay=self.weight_decay)
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total, eta_min=self.lr * self.min_lr_ratio)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k.startswith("maps.")}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        missing = {k for k in self.state_dict() if k.startswith("maps.")} - set(checkpoint["state_dict"])
+        if missing:
+            raise KeyError(f"checkpoint lacks maps parameters {sorted(missing)[:4]}: was it fitted on other sites?")
+
+    def fitted_maps(self) -> AffineMaps:
+        """The maps, with the step count recorded in their info."""
+        self.maps.info["steps"] = int(self.global_step)
+        return self.maps
