@@ -33,6 +33,7 @@ class FitSummary(L.Callback):
             "wall_s": round(time.perf_counter() - self.start, 2),
             "heldout_prompts": {side: len(p["heldout"]) for side, p in trainer.datamodule.prompts.items()},
             "support": pl_module.maps.support(pl_module.sparsity.eps),
+            "normalized_w2": pl_module.normalize,
             "heldout_w2": None,
         }
         if after is not None:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Callable, Literal
 
 import lightning as L
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, RandomSampler
 
 from lineas.datamodules.prompt_files import PromptFileError, read_prompts
 
@@ -50,12 +50,16 @@ class PromptPairDataModule(L.LightningDataModule):
     def has_heldout(self) -> bool:
         return bool(self.prompts["source"]["heldout"]) and bool(self.prompts["target"]["heldout"])
 
-    def _loader(self, prompts: list[str], batch_size: int, shuffle: bool) -> DataLoader:
-        return DataLoader(prompts, batch_size=batch_size, shuffle=shuffle, collate_fn=self.collate_fn,
-                          drop_last=False)
+    def _loader(self, prompts: list[str], batch_size: int) -> DataLoader:
+        return DataLoader(prompts, batch_size=batch_size, collate_fn=self.collate_fn)
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.prompts["source"]["fit"], self.batch_size, shuffle=True)
+        # One epoch holds the whole run (max_steps batches of fresh permutations), so that the
+        # progress bar counts steps, not one-batch epochs.
+        fit = self.prompts["source"]["fit"]
+        steps = self.trainer.max_steps if self.trainer is not None and self.trainer.max_steps > 0 else 0
+        sampler = RandomSampler(fit, num_samples=max(len(fit), steps * self.batch_size))
+        return DataLoader(fit, batch_size=self.batch_size, sampler=sampler, collate_fn=self.collate_fn)
 
     def val_dataloader(self) -> DataLoader | list:
         if not self.has_heldout:
@@ -63,7 +67,7 @@ class PromptPairDataModule(L.LightningDataModule):
         return self.source_dataloader("heldout")
 
     def source_dataloader(self, split: Split) -> DataLoader:
-        return self._loader(self.prompts["source"][split], self.eval_batch_size, shuffle=False)
+        return self._loader(self.prompts["source"][split], self.eval_batch_size)
 
     def target_dataloader(self, split: Split) -> DataLoader:
-        return self._loader(self.prompts["target"][split], self.eval_batch_size, shuffle=False)
+        return self._loader(self.prompts["target"][split], self.eval_batch_size)

@@ -32,7 +32,11 @@ def register() -> None:
 
 def register_recipe_file(path: str | Path) -> str:
     """Register a user's recipe YAML; returns the name to select it with (``recipe=NAME``)."""
-    path = Path(path).resolve()
+    path = Path(path)
+    try:
+        node = OmegaConf.load(path)
+    except Exception as err:  # yaml's errors carry the line and column
+        raise SystemExit(f"recipe file {path} is not valid YAML: {err}") from None
     name = USER_PREFIX + "".join(c if c.isalnum() else "_" for c in path.stem)
-    ConfigStore.instance().store(group="recipe", name=name, package="_global_", node=OmegaConf.load(path))
+    ConfigStore.instance().store(group="recipe", name=name, package="_global_", node=node)
     return name

@@ -25,6 +25,8 @@ def channel_dim(t: torch.Tensor) -> int:
 
 
 def _select(site: Site, out: Any) -> torch.Tensor:
+    if site.index is not None and not isinstance(out, tuple):
+        raise SiteError(f"site {site}: {site.module} outputs a {type(out).__name__}, not a tuple; drop ':{site.index}'")
     t = out if site.index is None else out[site.index]
     if not isinstance(t, torch.Tensor):
         kind = f"a tuple of {len(out)}; write '{site.module}:k' to pick item k" if isinstance(out, tuple) else type(t).__name__
@@ -37,7 +39,7 @@ def _replace(site: Site, out: Any, t: torch.Tensor) -> Any:
         return t
     items = list(out)
     items[site.index] = t
-    return type(out)(items)
+    return type(out)(*items) if hasattr(out, "_fields") else type(out)(items)  # namedtuple or tuple
 
 
 @contextmanager

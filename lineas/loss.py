@@ -15,7 +15,7 @@ def pool(x: torch.Tensor, mask: torch.Tensor | None, mode: Pooling = "mean") -> 
 
     ``(B, T, D)`` with a ``(B, T)`` mask of real positions: ``mean`` = masked mean per prompt,
     ``token`` = every real position is a sample. ``(B, C, H, W)``: the same over space, channel-wise.
-    ``(B, D)``: one sample per row.
+    ``(B, D)``: one sample per row. Every row of ``mask`` needs a real position (see :func:`check_mask`).
     """
     x = x.float()
     if x.ndim == 4:
@@ -32,8 +32,13 @@ def pool(x: torch.Tensor, mask: torch.Tensor | None, mode: Pooling = "mean") -> 
         return x[mask]
     if mode != "mean":
         raise ValueError(f"pooling {mode!r}: choose 'mean' or 'token'")
-    m = mask.unsqueeze(-1).to(x.dtype)
-    return (x * m).sum(1) / m.sum(1).clamp_min(1)
+    return torch.where(mask.unsqueeze(-1), x, 0).sum(1) / mask.sum(1, keepdim=True)
+
+
+def check_mask(mask: torch.Tensor | None) -> None:
+    """Refuse a batch in which a prompt has no real position to pool (one check per batch)."""
+    if mask is not None and not bool(mask.any(1).all()):
+        raise ValueError("a prompt has no real positions to pool (only padding or BOS): drop empty prompts")
 
 
 @lru_cache(maxsize=64)

@@ -19,6 +19,7 @@ from lineas.sites import Site
 WEIGHTS = "maps.safetensors"
 CONFIG = "lineas.json"
 FORMAT = "lineas-maps/1"
+RESERVED = {"format", "strength", "sites", "support", "versions"}
 
 
 class MapsFileError(ValueError):
@@ -46,6 +47,9 @@ class AffineMaps(nn.Module):
         self.omega = nn.ParameterList([nn.Parameter(torch.ones(d)) for d in dims])
         self.beta = nn.ParameterList([nn.Parameter(torch.zeros(d)) for d in dims])
         self.strength = strength
+        reserved = set(info or {}) & RESERVED
+        if reserved:
+            raise ValueError(f"info keys {sorted(reserved)} are reserved for the maps file itself")
         self.info: dict[str, Any] = dict(info or {})
 
     @property
@@ -140,7 +144,7 @@ class AffineMaps(nn.Module):
         tensors = load_file(path / WEIGHTS)
         sites = [e["site"] for e in meta["sites"]]
         dims = [e["dim"] for e in meta["sites"]]
-        info = {k: v for k, v in meta.items() if k not in ("format", "strength", "sites", "support", "versions")}
+        info = {k: v for k, v in meta.items() if k not in RESERVED}
         maps = cls(sites, dims, strength=meta.get("strength", 1.0), info=info)
         with torch.no_grad():
             for s, d, w, b in zip(sites, dims, maps.omega, maps.beta):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Iterable, Sequence
 
 import lightning as L
@@ -10,12 +11,14 @@ from lightning.fabric.utilities.apply_func import move_data_to_device
 
 from lineas.backbones import Backbone
 from lineas.hooks import attach, probe
-from lineas.loss import Pooling, pool, sorted_w2
+from lineas.loss import Pooling, check_mask, pool, sorted_w2
 from lineas.maps import AffineMaps
 from lineas.sites import resolve_sites
 from lineas.sparsity import Sparsity
 
 PROBE_PROMPTS = ["Hello there.", "A short example prompt."]
+# The frozen base stays in eval mode on purpose (no dropout while fitting the maps).
+warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
 
 
 class LinEASModule(L.LightningModule):
@@ -26,12 +29,15 @@ class LinEASModule(L.LightningModule):
     target prompts run without maps: loss = mean over sites of the mean over dimensions of the squared
     1-D W2 distance. The forward stops right after the last site (``early_exit``). After every
     optimizer step the proximal operator of ``sparsity`` is applied with step size = current lr.
+    With ``normalize``, each dimension's W2 is divided by the variance of the fitting targets in that
+    dimension, so that a few massive-activation dimensions do not dominate the loss (not in the paper).
     Defaults are those of the official code: Adam, lr 1e-3, betas (0.9, 0.9), cosine decay to lr*1e-3.
     """
 
     def __init__(self, backbone: Backbone, sites: str | Sequence[str] = "default", pooling: Pooling = "mean",
                  lr: float = 1e-3, betas: Sequence[float] = (0.9, 0.9), weight_decay: float = 0.0,
-                 min_lr_ratio: float = 1e-3, sparsity: Sparsity | None = None, early_exit: bool = True) -> None:
+                 min_lr_ratio: float = 1e-3, sparsity: Sparsity | None = None, early_exit: bool = True,
+                 normalize: bool = False) -> None:
         super().__init__()
         self.backbone = backbone
         self.base = backbone.model.requires_grad_(False).eval()
@@ -42,10 +48,12 @@ class LinEASModule(L.LightningModule):
         self.lr, self.betas, self.weight_decay, self.min_lr_ratio = lr, tuple(betas), weight_decay, min_lr_ratio
         self.sparsity = sparsity or Sparsity()
         self.early_exit = early_exit
+        self.normalize = normalize
         self.maps = AffineMaps(self.sites, dims, info={
             "base_model": backbone.spec,
             "model_type": getattr(getattr(self.base, "config", None), "model_type", None),
             "pooling": pooling,
+            "normalize": normalize,
             "loss": "squared 1-D W2 per dimension; mean over dimensions, then over sites",
             "optimizer": {"name": "adam", "lr": lr, "betas": list(self.betas), "weight_decay": weight_decay,
                           "schedule": "cosine", "min_lr_ratio": min_lr_ratio},
@@ -53,6 +61,7 @@ class LinEASModule(L.LightningModule):
         })
         self.strict_loading = False  # checkpoints hold the maps, not the frozen base
         self._targets: dict[str, list[torch.Tensor]] = {}
+        self._target_var: list[torch.Tensor] | None = None
         self._val: list[list[torch.Tensor]] = []
 
     # --- running the backbone -------------------------------------------------------------
@@ -68,6 +77,7 @@ class LinEASModule(L.LightningModule):
                     stop_after=self.last_site if self.early_exit else None):
             self.backbone.forward(batch)
         mask = self.backbone.position_mask(batch)
+        check_mask(mask)
         return [pool(capture[s], mask, self.pooling) for s in self.sites]
 
     @torch.no_grad()
@@ -77,8 +87,11 @@ class LinEASModule(L.LightningModule):
         return [torch.cat(p) for p in zip(*parts)]
 
     def site_w2(self, pooled: list[torch.Tensor], targets_sorted: list[torch.Tensor]) -> torch.Tensor:
-        """Per-site loss ``(S,)``: squared W2 averaged over dimensions."""
-        return torch.stack([sorted_w2(p, t).mean() for p, t in zip(pooled, targets_sorted)])
+        """Per-site loss ``(S,)``: squared W2 averaged over dimensions (variance-normalised if asked)."""
+        per_dim = [sorted_w2(p, t) for p, t in zip(pooled, targets_sorted)]
+        if self.normalize:
+            per_dim = [d / v for d, v in zip(per_dim, self._target_var)]
+        return torch.stack([d.mean() for d in per_dim])
 
     @torch.no_grad()
     def heldout_w2(self, strength: float | None = None) -> dict[str, float]:
@@ -95,6 +108,9 @@ class LinEASModule(L.LightningModule):
         for split in ("fit", "heldout"):
             if split not in self._targets and dm.prompts["target"][split]:
                 self._targets[split] = [t.sort(0).values for t in self.collect(dm.target_dataloader(split), False)]
+        if self._target_var is None:
+            var = [t.var(0, unbiased=False) for t in self._targets["fit"]]
+            self._target_var = [v.clamp_min(1e-6 * v.mean().item() + 1e-12) for v in var]
 
     # --- Lightning hooks ------------------------------------------------------------------
     def on_fit_start(self) -> None:

@@ -39,7 +39,7 @@ def _refuse_multirun_ddp(cfg: DictConfig) -> None:
     if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
         strategy = str(cfg.trainer.get("strategy", "auto"))
         devices = cfg.trainer.get("devices", 1)
-        if "ddp" in strategy or (isinstance(devices, int) and devices > 1) or devices in ("auto", -1):
+        if "ddp" in strategy or (isinstance(devices, int) and devices > 1):
             raise SystemExit(
                 "Hydra multirun (-m) cannot be combined with multi-process DDP (a known upstream "
                 "limitation): run one `python -m lineas.train ...` per setting instead, or use "

@@ -1,0 +1,278 @@
+"""Benchmark one LinEAS fit step against a naive end-to-end step and a hook-free lower bound.
+
+One model, one batch of ``--prompts`` source prompts and as many target prompts (toxic -> non-toxic
+sentences shipped with lineas), each exactly ``--tokens`` tokens long (consecutive sentences are
+joined, then truncated by the backbone's ``max_length``, so there is no padding). Every variant
+trains float32 parameters with a fresh ``torch.optim.Adam`` (the module's lr and betas) and does
+``backward + optimizer.step + zero_grad``; the maps are reset to identity before each variant.
+
+Variants (each warmed up for 2 steps, then ``--steps`` rounds each timing one step of every variant
+in turn with ``time.perf_counter``, so that load from other processes is shared alike):
+
+``lineas``
+    Our fit step: ``LinEASModule.pooled(batch, with_maps=True)`` (hooks apply the maps at every
+    site and capture the outputs; ``early_exit=True`` ends the forward right after the last site)
+    + ``site_w2`` against the target samples pooled and sorted ONCE before timing (as
+    ``on_fit_start`` caches them) + ``loss.mean().backward()`` + Adam step + ``zero_grad``.
+    Not included: Lightning's own loop overhead, ``training_step``'s finiteness check and
+    logging, and ``optimizer_step``'s sparsity prox/support bookkeeping.
+
+``naive``
+    The same maps and loss, done the obvious way: the same module with ``early_exit=False`` so
+    the forward runs the whole model to the logits (``lm_head`` included), and the target
+    activations are RECOMPUTED every step (target prompts forwarded to the logits without maps,
+    under ``torch.no_grad``, then pooled and sorted); then the same loss, backward, Adam step.
+
+``lower bound``
+    Plain autograd through the stack the lineas step must traverse, with NO hooks at all. K is
+    the number of decoder layers up to and including the one holding the last site. The decoder
+    ``ModuleList`` of the base model is temporarily replaced by its first K layers and the final
+    norm by ``nn.Identity``; the step computes the input embeddings, multiplies them by a trainable
+    float32 per-channel scale (D parameters, initialised at 1), calls the base model's body
+    (``model.model`` for Llama: rotary embeddings, causal mask, K decoder layers; no ``lm_head``)
+    with ``inputs_embeds`` and the same attention mask, takes ``last_hidden_state.float()
+    .pow(2).mean()`` as the loss, backward (the gradient reaches the scale, so it flows through
+    all K layers, as the maps' gradients do), Adam step on the scale, ``zero_grad``.
+    Compared with the lineas step it does slightly MORE model work: the residual add after the
+    last site's layer and the backward through layer 0's attention and MLP input side (the lineas
+    backward stops at the first site, layer 0's MLP output); it does LESS bookkeeping: no hooks,
+    no pooling, no sort, no W2, S-times fewer optimizer parameters. With the default sites the
+    last site is the last layer's ``down_proj``, so K is the whole stack.
+
+The table gives the median seconds per timed step (robust to bursts of load on a shared machine),
+the mean and the fastest step; then the ratios ``lineas / naive`` (goal <= 0.5) and
+``lineas / lower bound`` (goal <= 1.25), from the medians.
+
+Examples::
+
+    python benchmarks/fit_step.py --model tiny:llama --steps 3
+    python benchmarks/fit_step.py --steps 5
+    python benchmarks/fit_step.py --steps 5 --layers 15 --json /tmp/fit_step.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import json
+import platform
+import re
+import statistics
+import time
+from itertools import cycle
+from typing import Any, Callable, Iterator
+
+import torch
+from lightning.fabric.utilities.apply_func import move_data_to_device
+from torch import nn
+
+import lineas
+from lineas.config import data_path
+from lineas.sites import Site, resolve_sites
+
+WARMUP = 2
+_LAYER = re.compile(r"\.(?:layers|h|blocks)\.(\d+)(?:\.|$)")
+
+
+def layer_of(site: Site) -> int | None:
+    """Decoder layer index of a site (None for a site outside the layer stack)."""
+    m = _LAYER.search("." + site.module)
+    return int(m.group(1)) if m else None
+
+
+def make_prompts(tokenizer: Any, path: str, n: int, tokens: int) -> list[str]:
+    """``n`` prompts of at least ``tokens`` tokens: consecutive sentences of ``path`` joined."""
+    sentences = cycle([s.strip() for s in open(path, encoding="utf-8") if s.strip()])
+    prompts = []
+    for _ in range(n):
+        text = next(sentences)
+        while len(tokenizer(text)["input_ids"]) < tokens:
+            text += " " + next(sentences)
+        prompts.append(text)
+    return prompts
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_interleaved(steps: dict[str, Callable[[], None]], n: int, device: torch.device) -> dict[str, list[float]]:
+    """Warm each step up, then time ``n`` rounds of one call of each (round-robin: load from other
+    processes on a shared machine then hits every variant alike instead of whichever ran last)."""
+    for step in steps.values():
+        for _ in range(WARMUP):
+            step()
+    sync(device)
+    gc.collect()
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(n):
+        for name, step in steps.items():
+            t0 = time.perf_counter()
+            step()
+            sync(device)
+            times[name].append(time.perf_counter() - t0)
+    return times
+
+
+def reset_maps(maps: lineas.AffineMaps) -> None:
+    with torch.no_grad():
+        for w, b in zip(maps.omega, maps.beta):
+            w.fill_(1.0)
+            b.zero_()
+
+
+def adam(module: lineas.LinEASModule, params: Any) -> torch.optim.Adam:
+    return torch.optim.Adam(params, lr=module.lr, betas=module.betas, weight_decay=module.weight_decay)
+
+
+def decoder_stack(base: nn.Module) -> tuple[nn.Module, str, str]:
+    """``(body, layers_attr, norm_attr)`` of a causal LM: e.g. ``(model.model, "layers", "norm")``."""
+    body = base.base_model
+    layers = next((n for n, c in body.named_children() if isinstance(c, nn.ModuleList)), None)
+    norm = next((n for n in ("norm", "ln_f", "final_layernorm") if hasattr(body, n)), None)
+    if layers is None or norm is None:
+        raise SystemExit(f"lower bound: cannot find the layer stack / final norm of {type(body).__name__}")
+    return body, layers, norm
+
+
+@contextlib.contextmanager
+def truncated(body: nn.Module, layers_attr: str, norm_attr: str, k: int) -> Iterator[None]:
+    """``body`` genuinely has only its first ``k`` layers and no final norm inside the block."""
+    layers, norm = getattr(body, layers_attr), getattr(body, norm_attr)
+    setattr(body, layers_attr, layers[:k])
+    setattr(body, norm_attr, nn.Identity())
+    try:
+        yield
+    finally:
+        setattr(body, layers_attr, layers)
+        setattr(body, norm_attr, norm)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default=lineas.zoo.SMOLLM2, help="any spec of lineas.zoo.resolve_model")
+    p.add_argument("--sites", nargs="+", default=["mlp_out"], help="a preset name or site regexes")
+    p.add_argument("--layers", type=int, default=None, help="keep only sites in the first L layers")
+    p.add_argument("--prompts", type=int, default=32, help="source prompts (and as many targets)")
+    p.add_argument("--tokens", type=int, default=24, help="tokens per prompt")
+    p.add_argument("--steps", type=int, default=5, help="timed steps per variant")
+    p.add_argument("--dtype", default="float32", help="backbone dtype (maps stay float32)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, ...")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch.set_num_threads (default: torch's own; 1 is steadier on a busy machine)")
+    p.add_argument("--json", default=None, help="write the results to this file")
+    args = p.parse_args(argv)
+
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    device = torch.device(args.device)
+    backbone = lineas.CausalLM(args.model, dtype=args.dtype, max_length=args.tokens)
+    base = backbone.model
+    sites = resolve_sites(base, args.sites[0] if len(args.sites) == 1 else args.sites)
+    if args.layers is not None:
+        sites = [s for s in sites if layer_of(s) is None or layer_of(s) < args.layers]
+        if not sites:
+            raise SystemExit(f"no site left in the first {args.layers} layers")
+    module = lineas.LinEASModule(backbone, sites=[str(s) for s in sites], early_exit=True).to(device)
+    n_layers = base.config.num_hidden_layers
+    last = layer_of(module.last_site)
+    k = n_layers if last is None else last + 1
+
+    tok = backbone.tokenizer
+    source = move_data_to_device(backbone.collate(
+        make_prompts(tok, data_path("toxicity/toxic.txt"), args.prompts, args.tokens)), device)
+    target = move_data_to_device(backbone.collate(
+        make_prompts(tok, data_path("toxicity/nontoxic.txt"), args.prompts, args.tokens)), device)
+    assert source["input_ids"].shape == (args.prompts, args.tokens), source["input_ids"].shape
+    assert bool(source["attention_mask"].all()) and bool(target["attention_mask"].all())
+
+    # Targets pooled and sorted once, as LinEASModule._cache_targets does (not timed).
+    with torch.no_grad():
+        cached = [t.sort(0).values for t in module.pooled(target, with_maps=False)]
+
+    def lineas_step() -> Callable[[], None]:
+        opt = adam(module, module.maps.parameters())
+        module.early_exit = True
+
+        def step() -> None:
+            loss = module.site_w2(module.pooled(source, with_maps=True), cached).mean()
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+
+        return step
+
+    def naive_step() -> Callable[[], None]:
+        opt = adam(module, module.maps.parameters())
+
+        def step() -> None:
+            module.early_exit = False
+            try:
+                with torch.no_grad():
+                    tgt = [t.sort(0).values for t in module.pooled(target, with_maps=False)]
+                loss = module.site_w2(module.pooled(source, with_maps=True), tgt).mean()
+            finally:
+                module.early_exit = True
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+
+        return step
+
+    body, layers_attr, norm_attr = decoder_stack(base)
+    embed = base.get_input_embeddings()
+    dim = embed.weight.shape[1]
+
+    def lower_step() -> Callable[[], None]:
+        scale = nn.Parameter(torch.ones(dim, device=device))
+        opt = adam(module, [scale])
+
+        def step() -> None:
+            with truncated(body, layers_attr, norm_attr, k):
+                h = embed(source["input_ids"])
+                h = (h.float() * scale).to(h.dtype)
+                out = body(inputs_embeds=h, attention_mask=source["attention_mask"], use_cache=False)
+                loss = out.last_hidden_state.float().pow(2).mean()
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+
+        return step
+
+    reset_maps(module.maps)
+    steps = {"lineas": lineas_step(), "naive": naive_step(), "lower bound": lower_step()}
+    times = time_interleaved(steps, args.steps, device)
+    mean = {name: sum(t) / len(t) for name, t in times.items()}
+    median = {name: statistics.median(t) for name, t in times.items()}
+
+    print(f"model {args.model} ({args.dtype}, {device}, {torch.get_num_threads()} threads), "
+          f"{len(module.sites)} sites ({module.sites[0]} .. {module.last_site}), "
+          f"K = {k} of {n_layers} layers, {args.prompts} prompts x {args.tokens} tokens, "
+          f"{args.steps} timed steps after {WARMUP} warm-up")
+    print(f"{'variant':<12} {'s/step':>9} {'mean':>9} {'min':>9}   (s/step = median)")
+    for name, t in times.items():
+        print(f"{name:<12} {median[name]:>9.4f} {mean[name]:>9.4f} {min(t):>9.4f}")
+    ratios = {"lineas / naive": median["lineas"] / median["naive"],
+              "lineas / lower bound": median["lineas"] / median["lower bound"]}
+    for name, r in ratios.items():
+        print(f"{name:<21} {r:.3f}")
+
+    result = {
+        "model": args.model, "dtype": args.dtype, "device": str(device), "threads": torch.get_num_threads(),
+        "sites": [str(s) for s in module.sites], "last_site": str(module.last_site), "K": k,
+        "num_layers": n_layers, "prompts": args.prompts, "tokens": args.tokens, "steps": args.steps,
+        "warmup": WARMUP, "seconds": times, "median_s_per_step": median, "mean_s_per_step": mean, "ratios": ratios,
+        "versions": {"torch": torch.__version__, "lineas": lineas.__version__, "python": platform.python_version()},
+    }
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(result, f, indent=2)
+            f.write("\n")
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,75 @@
+"""Shared fixtures: a per-test seed, a numpy generator, and the tiny random Llama backbone."""
+
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+import pytest
+import torch
+
+import lineas
+
+
+def _seed_of(request: pytest.FixtureRequest) -> int:
+    # Reproducible, but different data for every test.
+    return zlib.crc32(request.node.nodeid.encode()) % (2**31)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_thread():
+    """The models here are tiny: one intra-op thread is as fast, and far faster on a busy 2-core machine
+    (idle worker threads spin against the other processes)."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)
+
+
+@pytest.fixture(autouse=True)
+def _seed_torch(request: pytest.FixtureRequest) -> None:
+    torch.manual_seed(_seed_of(request))
+
+
+@pytest.fixture
+def rng(request: pytest.FixtureRequest) -> np.random.Generator:
+    return np.random.default_rng(_seed_of(request))
+
+
+@pytest.fixture(scope="session")
+def tiny_llama() -> lineas.CausalLM:
+    """A random 4-layer, hidden-64 Llama with the SmolLM2 tokenizer (built once, cached on disk by lineas.zoo)."""
+    return lineas.CausalLM("tiny:llama")
+
+
+@pytest.fixture
+def no_hooks_left():
+    """Check, after the test, that no forward hooks remain on the given model."""
+    models: list[torch.nn.Module] = []
+    yield models.append
+    for model in models:
+        leftover = [n for n, m in model.named_modules() if m._forward_hooks]
+        assert not leftover, f"forward hooks left on {leftover}"
+
+
+@pytest.fixture
+def source_batch(tiny_llama):
+    """Four right-padded source prompts of different lengths."""
+    return tiny_llama.collate([
+        "I hate this so much, it is awful.",
+        "You are a terrible person.",
+        "What a horrible, rotten day.",
+        "Go away",
+    ])
+
+
+@pytest.fixture
+def target_batch(tiny_llama):
+    """Five target prompts (a different count from the source on purpose)."""
+    return tiny_llama.collate([
+        "I love this, it is wonderful.",
+        "You are a kind person.",
+        "What a lovely and sunny day it has been today.",
+        "Please stay a while with us.",
+        "Thank you.",
+    ])

@@ -1,0 +1,336 @@
+"""AffineMaps: save/load, strength semantics, and the forward hooks that apply them."""
+
+from __future__ import annotations
+
+import json
+from collections import namedtuple
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+import lineas
+from lineas import AffineMaps, MapsFileError, Site, SiteError, load_maps, resolve_sites
+
+
+def _randomise(maps: AffineMaps, scale: float = 0.3) -> AffineMaps:
+    with torch.no_grad():
+        for w, b in zip(maps.omega, maps.beta):
+            w.copy_(1 + scale * torch.randn_like(w))
+            b.copy_(scale * torch.randn_like(b))
+    return maps
+
+
+def _logits(model: nn.Module, batch: dict) -> torch.Tensor:
+    with torch.no_grad():
+        return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
+
+
+# --- construction, strength -----------------------------------------------------------------
+def test_init_is_identity_in_float32():
+    maps = AffineMaps(["a", Site("b", 1)], [3, 5])
+    assert maps.sites == [Site("a"), Site("b", 1)]
+    assert maps.dims == [3, 5] and maps.strength == 1.0
+    for w, b in zip(maps.omega, maps.beta):
+        assert w.dtype == b.dtype == torch.float32
+        assert torch.equal(w.detach(), torch.ones_like(w)) and torch.equal(b.detach(), torch.zeros_like(b))
+    with pytest.raises(ValueError, match="2 sites but 1 dims"):
+        AffineMaps(["a", "b"], [3])
+
+
+@pytest.mark.parametrize("lam", [0.0, 0.25, 0.5, 1.0])
+def test_coefficients_follow_strength(lam):
+    maps = _randomise(AffineMaps(["a", "b"], [4, 6]))
+    maps.strength = lam
+    for i, (w, b) in enumerate(zip(maps.omega, maps.beta)):
+        cw, cb = maps.coefficients(i)
+        torch.testing.assert_close(cw, 1 + lam * (w - 1))
+        torch.testing.assert_close(cb, lam * b)
+        # an explicit strength overrides the maps' own
+        cw2, cb2 = maps.coefficients(i, strength=0.1)
+        torch.testing.assert_close(cw2, 1 + 0.1 * (w - 1))
+        torch.testing.assert_close(cb2, 0.1 * b)
+    # T_lam(z) = z + lam*(T(z) - z)
+    z = torch.randn(2, 3, 4)
+    w, b = maps.omega[0].detach(), maps.beta[0].detach()
+    torch.testing.assert_close(maps.transform(0, z), z + lam * ((w * z + b) - z))
+
+
+@pytest.mark.parametrize("lam", [-0.1, 1.5, 2.0])
+def test_strength_outside_unit_interval_warns(lam):
+    maps = AffineMaps(["a"], [2])
+    with pytest.warns(UserWarning, match="outside"):
+        maps.strength = lam
+    assert maps.strength == lam
+    with pytest.warns(UserWarning, match="outside"):
+        AffineMaps(["a"], [2], strength=lam)
+    model = nn.Sequential()
+    model.add_module("a", nn.Identity())
+    maps.strength = 1.0
+    with pytest.warns(UserWarning, match="outside"):
+        with maps.apply(model, strength=lam):
+            assert maps.strength == lam
+    assert maps.strength == 1.0  # restored
+
+
+def test_strength_inside_unit_interval_does_not_warn(recwarn):
+    maps = AffineMaps(["a"], [2])
+    for lam in (0.0, 0.3, 1.0):
+        maps.strength = lam
+    assert not [w for w in recwarn if issubclass(w.category, UserWarning)]
+
+
+# --- save / load ------------------------------------------------------------------------------
+def test_save_load_round_trip_is_exact(tmp_path):
+    sites = ["model.layers.0.mlp.down_proj", "blocks.3:1", "unet.mid.norm"]
+    info = {"base_model": "tiny:llama", "pooling": "mean", "steps": 12,
+            "sparsity": {"l1": 0.1, "group": 0.0, "beta_scale": 1.0, "eps": 1e-4},
+            "nested": {"list": [1, 2.5, "x"], "none": None}}
+    maps = _randomise(AffineMaps(sites, [7, 3, 11], strength=0.35, info=info), scale=1.0)
+    out = maps.save(tmp_path / "maps")
+    assert out == tmp_path / "maps"
+    assert sorted(p.name for p in out.iterdir()) == ["lineas.json", "maps.safetensors"]
+    meta = json.loads((out / "lineas.json").read_text())
+    assert meta["support"] == maps.support(1e-4)  # saved with the sparsity eps
+    assert meta["sites"] == [{"site": s, "dim": d} for s, d in zip(sites, [7, 3, 11])]
+
+    for loaded in (AffineMaps.load(out), load_maps(out), lineas.load_maps(str(out))):
+        assert loaded.sites == [Site.parse(s) for s in sites]
+        assert loaded.dims == [7, 3, 11]
+        assert loaded.strength == 0.35
+        assert loaded.info == info
+        for a, b in zip(list(maps.omega) + list(maps.beta), list(loaded.omega) + list(loaded.beta)):
+            assert a.dtype == b.dtype == torch.float32
+            assert torch.equal(a.detach(), b.detach())  # bitwise
+            assert b.requires_grad
+
+
+def test_save_overwrites_and_refuses_when_asked(tmp_path):
+    a = _randomise(AffineMaps(["x"], [3]))
+    b = _randomise(AffineMaps(["x"], [3]))
+    a.save(tmp_path / "m")
+    b.save(tmp_path / "m")
+    assert torch.equal(load_maps(tmp_path / "m").omega[0].detach(), b.omega[0].detach())
+    with pytest.raises(FileExistsError):
+        a.save(tmp_path / "m", overwrite=False)
+    assert torch.equal(load_maps(tmp_path / "m").omega[0].detach(), b.omega[0].detach())
+
+
+@pytest.mark.parametrize("name", ["maps.safetensors", "lineas.json"])
+def test_load_missing_file_names_it(tmp_path, name):
+    AffineMaps(["x"], [3]).save(tmp_path / "m")
+    (tmp_path / "m" / name).unlink()
+    with pytest.raises(MapsFileError, match=name.replace(".", r"\.")):
+        load_maps(tmp_path / "m")
+
+
+def test_load_wrong_shape_or_missing_tensor_names_the_file(tmp_path):
+    folder = tmp_path / "m"
+    AffineMaps(["x", "y:0"], [3, 4]).save(folder)
+    tensors = load_file(folder / "maps.safetensors")
+
+    bad = dict(tensors, **{"y:0.beta": torch.zeros(5)})
+    save_file(bad, folder / "maps.safetensors")
+    with pytest.raises(MapsFileError) as err:
+        load_maps(folder)
+    msg = str(err.value)
+    assert "maps.safetensors" in msg and "y:0.beta" in msg and "(5,)" in msg and "(4,)" in msg
+
+    bad = dict(tensors, **{"x.omega": torch.ones(3, 1)})
+    save_file(bad, folder / "maps.safetensors")
+    with pytest.raises(MapsFileError, match=r"maps\.safetensors.*x\.omega"):
+        load_maps(folder)
+
+    missing = {k: v for k, v in tensors.items() if k != "x.beta"}
+    save_file(missing, folder / "maps.safetensors")
+    with pytest.raises(MapsFileError, match=r"maps\.safetensors.*x\.beta is missing"):
+        load_maps(folder)
+
+
+def test_load_bad_json_or_format(tmp_path):
+    folder = tmp_path / "m"
+    AffineMaps(["x"], [3]).save(folder)
+    meta = json.loads((folder / "lineas.json").read_text())
+    (folder / "lineas.json").write_text("{not json")
+    with pytest.raises(MapsFileError, match=r"lineas\.json.*not valid JSON"):
+        load_maps(folder)
+    (folder / "lineas.json").write_text(json.dumps(dict(meta, format="other/9")))
+    with pytest.raises(MapsFileError, match="other/9"):
+        load_maps(folder)
+
+
+# --- hooks on small modules -------------------------------------------------------------------
+class Pair(nn.Module):
+    def forward(self, x):
+        return x + 1, 2 * x
+
+
+class TupleNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.pair = Pair()
+
+    def forward(self, x):
+        a, b = self.pair(x)
+        return a * b  # both items reach the output
+
+
+def test_hook_maps_one_item_of_a_tuple_output():
+    net = TupleNet()
+    x = torch.randn(2, 5, 4)
+    maps = _randomise(AffineMaps(["pair:1"], [4]))
+    w, b = maps.omega[0].detach(), maps.beta[0].detach()
+    capture: dict = {}
+    with lineas.attach(net, maps.sites, maps, capture):
+        out = net(x)
+        first, second = net.pair(x)
+    torch.testing.assert_close(second, (2 * x) * w + b)
+    assert torch.equal(first, x + 1)  # item 0 untouched
+    torch.testing.assert_close(out, (x + 1) * ((2 * x) * w + b))
+    assert torch.equal(capture[Site("pair", 1)], second)
+    assert torch.equal(net(x), (x + 1) * (2 * x))  # hooks gone
+
+
+def test_hook_on_a_tuple_without_index_raises_site_error():
+    net = TupleNet()
+    maps = AffineMaps(["pair"], [4])
+    with pytest.raises(SiteError, match=r"pair:k"):
+        with maps.apply(net):
+            net(torch.randn(2, 4))
+
+
+class _Wrap(nn.Module):
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        return self.inner(x)
+
+
+@pytest.mark.parametrize("shape", [(6, 5), (2, 7, 5), (3, 5, 4, 2)])
+def test_hook_maps_the_channel_axis(shape):
+    net = _Wrap(nn.Identity())
+    maps = _randomise(AffineMaps(["inner"], [5]))
+    x = torch.randn(*shape)
+    w, b = maps.omega[0].detach(), maps.beta[0].detach()
+    with maps.apply(net):
+        out = net(x)
+    expected = torch.empty_like(x)
+    for idx in torch.cartesian_prod(*[torch.arange(s) for s in shape]).tolist():
+        c = idx[1] if len(shape) == 4 else idx[-1]  # channels of a 4-D feature map, else the last axis
+        expected[tuple(idx)] = x[tuple(idx)] * w[c] + b[c]
+    torch.testing.assert_close(out, expected)
+
+
+def test_hook_on_bf16_output_stays_bf16_with_float32_maps_and_grads():
+    torch.manual_seed(0)
+    net = _Wrap(nn.Linear(8, 8).to(torch.bfloat16))
+    x = torch.randn(3, 4, 8, dtype=torch.bfloat16)
+    base = net(x).detach()
+    maps = _randomise(AffineMaps(["inner"], [8]), scale=0.5)
+    with maps.apply(net):
+        out = net(x)
+    assert out.dtype == torch.bfloat16
+    w, b = maps.omega[0].detach(), maps.beta[0].detach()
+    assert torch.equal(out.detach(), (base.float() * w + b).to(torch.bfloat16))
+    out.float().pow(2).sum().backward()
+    for p in (maps.omega[0], maps.beta[0]):
+        assert p.dtype == torch.float32 and p.grad is not None and p.grad.dtype == torch.float32
+        assert p.grad.abs().sum() > 0
+    # the frozen module gets no maps' dtype leaking into its weights
+    assert net.inner.weight.dtype == torch.bfloat16
+
+
+def test_hooks_removed_after_exception_in_block():
+    net = _Wrap(nn.Identity())
+    maps = _randomise(AffineMaps(["inner"], [3]))
+    with pytest.raises(RuntimeError, match="boom"):
+        with maps.apply(net):
+            raise RuntimeError("boom")
+    x = torch.randn(2, 3)
+    assert torch.equal(net(x), x)
+    assert not net.inner._forward_hooks
+
+
+def test_attach_unknown_module_raises():
+    net = _Wrap(nn.Identity())
+    with pytest.raises(SiteError, match="nothere"):
+        with AffineMaps(["nothere"], [3]).apply(net):
+            pass
+
+
+@pytest.mark.filterwarnings("ignore:Converting a tensor with requires_grad")
+def test_index_on_a_tensor_output_raises_site_error():
+    net = _Wrap(nn.Linear(3, 3))
+    with pytest.raises(SiteError):
+        with AffineMaps(["inner:0"], [3]).apply(net):
+            net(torch.randn(2, 5, 3))
+
+
+def test_hook_maps_one_item_of_a_namedtuple_output():
+    NT = namedtuple("NT", "a b")
+
+    class NTOut(nn.Module):
+        def forward(self, x):
+            return NT(x, 2 * x)
+
+    net = _Wrap(NTOut())
+    maps = _randomise(AffineMaps(["inner:1"], [3]))
+    x = torch.randn(2, 3)
+    with maps.apply(net):
+        out = net(x)
+    assert isinstance(out, NT)
+    torch.testing.assert_close(out.b, 2 * x * maps.omega[0].detach() + maps.beta[0].detach())
+
+
+# --- on the tiny Llama ------------------------------------------------------------------------
+SITES = [r"model\.layers\.\d+\.mlp\.down_proj", r"model\.layers\.[13]\.input_layernorm",
+         r"model\.layers\.2\.self_attn\.o_proj"]
+
+
+def test_strength_zero_is_the_base_model_on_tiny_llama(tiny_llama, source_batch, no_hooks_left):
+    model = tiny_llama.model
+    no_hooks_left(model)
+    sites = resolve_sites(model, SITES)
+    maps = _randomise(AffineMaps(sites, [64] * len(sites)), scale=0.5)
+    base = _logits(model, source_batch)
+    with maps.apply(model, strength=0.0) as steered:
+        assert steered is model
+        assert maps.strength == 0.0
+        at_zero = _logits(model, source_batch)
+    assert torch.equal(at_zero, base)
+    assert maps.strength == 1.0
+    with maps.apply(model):
+        at_one = _logits(model, source_batch)
+    assert (at_one - base).abs().max() > 1e-2  # the maps do act at strength 1
+    with maps.apply(model, strength=0.5):
+        at_half = _logits(model, source_batch)
+    assert not torch.equal(at_half, at_one) and not torch.equal(at_half, base)
+    assert torch.equal(_logits(model, source_batch), base)  # hooks removed
+
+
+def test_first_site_sees_the_mapped_base_output_on_tiny_llama(tiny_llama, source_batch, no_hooks_left):
+    # Nothing upstream of the first site depends on the maps: its mapped output = transform(base output).
+    model = tiny_llama.model
+    no_hooks_left(model)
+    sites = resolve_sites(model, "mlp_out")
+    maps = _randomise(AffineMaps(sites, [64] * 4))
+    base: dict = {}
+    steered: dict = {}
+    with torch.no_grad():
+        with lineas.attach(model, sites, capture=base):
+            tiny_llama.forward(source_batch)
+        with lineas.attach(model, sites, maps, capture=steered):
+            tiny_llama.forward(source_batch)
+    w, b = maps.omega[0].detach(), maps.beta[0].detach()
+    torch.testing.assert_close(steered[sites[0]], base[sites[0]] * w + b)
+    for s in sites[1:]:  # downstream sites do see the upstream maps
+        assert not torch.allclose(steered[s], base[s] * maps.omega[sites.index(s)].detach()
+                                  + maps.beta[sites.index(s)].detach())
+
+
+def test_info_cannot_shadow_the_file_metadata():
+    with pytest.raises(ValueError, match="reserved"):
+        AffineMaps(["a"], [2], info={"format": "mine"})

