@@ -1,6 +1,7 @@
 """Lightning callbacks (importable as ``lineas.callbacks``)."""
 
+from lineas.callbacks.export_merged import ExportMerged
 from lineas.callbacks.fit_summary import FitSummary
 from lineas.callbacks.save_maps import SaveMaps
 
-__all__ = ["FitSummary", "SaveMaps"]
+__all__ = ["ExportMerged", "FitSummary", "SaveMaps"]

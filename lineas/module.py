@@ -31,13 +31,15 @@ class LinEASModule(L.LightningModule):
     optimizer step the proximal operator of ``sparsity`` is applied with step size = current lr.
     With ``normalize``, each dimension's W2 is divided by the variance of the fitting targets in that
     dimension, so that a few massive-activation dimensions do not dominate the loss (not in the paper).
+    With ``shift=False`` the maps are scale-only (``beta`` stays 0): they fold into the weights of
+    architectures that have no bias to receive a shift (Mistral, Phi-3, Qwen2's MLP).
     Defaults are those of the official code: Adam, lr 1e-3, betas (0.9, 0.9), cosine decay to lr*1e-3.
     """
 
     def __init__(self, backbone: Backbone, sites: str | Sequence[str] = "default", pooling: Pooling = "mean",
                  lr: float = 1e-3, betas: Sequence[float] = (0.9, 0.9), weight_decay: float = 0.0,
                  min_lr_ratio: float = 1e-3, sparsity: Sparsity | None = None, early_exit: bool = True,
-                 normalize: bool = False) -> None:
+                 normalize: bool = False, shift: bool = True) -> None:
         super().__init__()
         self.backbone = backbone
         self.base = backbone.model.requires_grad_(False).eval()
@@ -54,11 +56,13 @@ class LinEASModule(L.LightningModule):
             "model_type": getattr(getattr(self.base, "config", None), "model_type", None),
             "pooling": pooling,
             "normalize": normalize,
+            "shift": shift,
             "loss": "squared 1-D W2 per dimension; mean over dimensions, then over sites",
             "optimizer": {"name": "adam", "lr": lr, "betas": list(self.betas), "weight_decay": weight_decay,
                           "schedule": "cosine", "min_lr_ratio": min_lr_ratio},
             "sparsity": self.sparsity.as_dict(),
         })
+        self.maps.beta.requires_grad_(shift)
         self.strict_loading = False  # checkpoints hold the maps, not the frozen base
         self._targets: dict[str, list[torch.Tensor]] = {}
         self._target_var: list[torch.Tensor] | None = None
@@ -149,7 +153,7 @@ class LinEASModule(L.LightningModule):
         self.log_dict({f"val/w2/{s}": v for s, v in zip(self.sites, w2)})
 
     def configure_optimizers(self) -> dict[str, Any]:
-        opt = torch.optim.Adam(self.maps.parameters(), lr=self.lr, betas=self.betas, weight_decay=self.weight_decay)
+        opt = torch.optim.Adam([p for p in self.maps.parameters() if p.requires_grad], lr=self.lr, betas=self.betas, weight_decay=self.weight_decay)
         total = max(1, int(self.trainer.estimated_stepping_batches))
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total, eta_min=self.lr * self.min_lr_ratio)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

@@ -1,0 +1,24 @@
+"""Exporting the merged checkpoint at the end of fitting."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+from lightning.pytorch.utilities import rank_zero_info
+
+from lineas.export import export
+
+
+class ExportMerged(L.Callback):
+    """Writes a plain HF checkpoint with the maps folded in at ``strength`` to ``dirpath`` (rank 0)."""
+
+    def __init__(self, dirpath: str | Path, strength: float = 1.0, dtype: str | None = None) -> None:
+        self.dirpath = Path(dirpath)
+        self.strength = strength
+        self.dtype = dtype
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.is_global_zero:
+            export(pl_module.fitted_maps(), self.dirpath, strength=self.strength, overwrite=True, dtype=self.dtype)
+            rank_zero_info(f"merged checkpoint (strength {self.strength}): {self.dirpath}")
