@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Callable, Literal
 
 import lightning as L
-from torch.utils.data import DataLoader, RandomSampler
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
 from lineas.datamodules.prompt_files import PromptFileError, read_prompts
 
@@ -21,6 +21,8 @@ class PromptPairDataModule(L.LightningDataModule):
     ``heldout_fraction``) are for fitting, the rest are held out and scored by validation.
     ``train_dataloader`` yields source batches; ``target_dataloader(split)`` the target side.
     ``collate_fn`` turns a list of prompts into a model batch (the backbone's ``collate``).
+    Under DDP each rank draws ``batch_size`` source prompts per step (the global batch is
+    ``world_size * batch_size``); held-out and target sets are scored whole on every rank.
     """
 
     def __init__(self, source: str | Path | list[str], target: str | Path | list[str],
@@ -57,7 +59,13 @@ class PromptPairDataModule(L.LightningDataModule):
         # One epoch holds the whole run (max_steps batches of fresh permutations), so that the
         # progress bar counts steps, not one-batch epochs.
         fit = self.prompts["source"]["fit"]
-        steps = self.trainer.max_steps if self.trainer is not None and self.trainer.max_steps > 0 else 0
+        trainer = self.trainer
+        if trainer is not None and trainer.world_size > 1:
+            # Each rank takes its share of every permutation; batch_size is per rank.
+            sampler = DistributedSampler(fit, num_replicas=trainer.world_size, rank=trainer.global_rank,
+                                         shuffle=True, seed=self.seed)
+            return DataLoader(fit, batch_size=self.batch_size, sampler=sampler, collate_fn=self.collate_fn)
+        steps = trainer.max_steps if trainer is not None and trainer.max_steps > 0 else 0
         sampler = RandomSampler(fit, num_samples=max(len(fit), steps * self.batch_size))
         return DataLoader(fit, batch_size=self.batch_size, sampler=sampler, collate_fn=self.collate_fn)
 

@@ -266,7 +266,7 @@ def run(cfg: DictConfig) -> list[dict[str, Any]]:
         if (Path(resolve_model(spec)) / MERGE_RECORD).is_file():
             raise SystemExit(f"{spec} is a merged checkpoint: the maps are already in its weights. "
                              f"Give maps= with their base model, or model={spec} alone")
-        strengths = list(cfg.strengths)
+        strengths = list(cfg.strengths) if OmegaConf.is_list(cfg.strengths) else [cfg.strengths]
     else:
         spec = cfg.model
         strengths = []

@@ -42,7 +42,7 @@ def check_mask(mask: torch.Tensor | None) -> None:
 
 
 @lru_cache(maxsize=64)
-def _quantile_grid(n: int, m: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def quantile_grid(n: int, m: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     # Breakpoints of both empirical quantile functions; between two consecutive ones both are constant.
     t = torch.unique(torch.cat([torch.arange(1, n + 1, dtype=torch.float64) / n,
                                 torch.arange(1, m + 1, dtype=torch.float64) / m]))
@@ -67,5 +67,5 @@ def sorted_w2(source: torch.Tensor, target_sorted: torch.Tensor) -> torch.Tensor
     ys = target_sorted.float()
     if n == m:
         return (xs - ys).pow(2).mean(0)
-    i, j, width = (a.to(xs.device) for a in _quantile_grid(n, m))
+    i, j, width = (a.to(xs.device) for a in quantile_grid(n, m))
     return ((xs[i] - ys[j]).pow(2) * width[:, None]).sum(0)

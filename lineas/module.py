@@ -10,6 +10,7 @@ import torch
 from lightning.fabric.utilities.apply_func import move_data_to_device
 
 from lineas.backbones import Backbone
+from lineas.estimators import ESTIMATORS
 from lineas.hooks import attach, probe
 from lineas.loss import Pooling, check_mask, pool, sorted_w2
 from lineas.maps import AffineMaps
@@ -33,13 +34,15 @@ class LinEASModule(L.LightningModule):
     dimension, so that a few massive-activation dimensions do not dominate the loss (not in the paper).
     With ``shift=False`` the maps are scale-only (``beta`` stays 0): they fold into the weights of
     architectures that have no bias to receive a shift (Mistral, Phi-3, Qwen2's MLP).
+    ``estimator`` ``linear_act`` or ``mean_shift`` fills the maps in closed form when fitting starts
+    (the baselines of :mod:`lineas.estimators`; run them with ``max_steps=0``).
     Defaults are those of the official code: Adam, lr 1e-3, betas (0.9, 0.9), cosine decay to lr*1e-3.
     """
 
     def __init__(self, backbone: Backbone, sites: str | Sequence[str] = "default", pooling: Pooling = "mean",
                  lr: float = 1e-3, betas: Sequence[float] = (0.9, 0.9), weight_decay: float = 0.0,
                  min_lr_ratio: float = 1e-3, sparsity: Sparsity | None = None, early_exit: bool = True,
-                 normalize: bool = False, shift: bool = True) -> None:
+                 normalize: bool = False, shift: bool = True, estimator: str = "lineas") -> None:
         super().__init__()
         self.backbone = backbone
         self.base = backbone.model.requires_grad_(False).eval()
@@ -50,10 +53,14 @@ class LinEASModule(L.LightningModule):
         self.lr, self.betas, self.weight_decay, self.min_lr_ratio = lr, tuple(betas), weight_decay, min_lr_ratio
         self.sparsity = sparsity or Sparsity()
         self.early_exit = early_exit
+        if estimator != "lineas" and estimator not in ESTIMATORS:
+            raise ValueError(f"estimator {estimator!r}: choose lineas, {', '.join(ESTIMATORS)}")
+        self.estimator = estimator
         self.normalize = normalize
         self.maps = AffineMaps(self.sites, dims, info={
             "base_model": backbone.spec,
             "model_type": getattr(getattr(self.base, "config", None), "model_type", None),
+            "estimator": estimator,
             "pooling": pooling,
             "normalize": normalize,
             "shift": shift,
@@ -83,6 +90,24 @@ class LinEASModule(L.LightningModule):
         mask = self.backbone.position_mask(batch)
         check_mask(mask)
         return [pool(capture[s], mask, self.pooling) for s in self.sites]
+
+    def gather(self, pooled: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Per site, the samples of every rank (identity on one process).
+
+        The W2 sort must see the global batch. Samples are gathered WITH gradients; ranks may hold
+        different counts (token pooling, uneven batches), so they are padded to a common count first.
+        Every rank then computes the same global loss; the gather's backward sums the W copies of each
+        rank's gradient and DDP's averaging divides by W: the exact gradient, no extra factor.
+        """
+        trainer = self._trainer
+        if trainer is None or trainer.world_size == 1:
+            return pooled
+        flat = torch.cat(pooled, dim=1).contiguous()  # one collective for all sites
+        counts = self.all_gather(torch.tensor(flat.shape[0], device=flat.device)).tolist()
+        padded = torch.nn.functional.pad(flat, (0, 0, 0, max(counts) - flat.shape[0]))
+        parts = self.all_gather(padded, sync_grads=True)  # (world_size, max count, sum of dims)
+        everything = torch.cat([p[:c] for p, c in zip(parts, counts)])
+        return list(everything.split([p.shape[1] for p in pooled], dim=1))
 
     @torch.no_grad()
     def collect(self, batches: Iterable[dict[str, Any]], with_maps: bool) -> list[torch.Tensor]:
@@ -119,9 +144,11 @@ class LinEASModule(L.LightningModule):
     # --- Lightning hooks ------------------------------------------------------------------
     def on_fit_start(self) -> None:
         self._cache_targets()
+        if self.estimator != "lineas":
+            ESTIMATORS[self.estimator](self, self.trainer.datamodule)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        losses = self.site_w2(self.pooled(batch, with_maps=True), self._targets["fit"])
+        losses = self.site_w2(self.gather(self.pooled(batch, with_maps=True)), self._targets["fit"])
         bad = ~torch.isfinite(losses)
         if bad.any():
             names = [str(s) for s, b in zip(self.sites, bad.tolist()) if b]

@@ -61,13 +61,27 @@ def main() -> None:
     # A recipe given as a file path is registered under a name; Hydra sees that name. Children
     # launched by Lightning's DDP re-run this with the original argv and register it again.
     _ARGV[:] = sys.argv
-    for i, arg in enumerate(_ARGV[1:], 1):
+    sys.argv = [sys.argv[0], *_hydra_args(sys.argv[1:])]
+    _main()
+
+
+def _hydra_args(args: list[str]) -> list[str]:
+    """The arguments as Hydra should see them: recipe files registered, output_dir as Hydra's dir."""
+    multirun = any(a in ("-m", "--multirun") for a in args)
+    has_dir = any(a.startswith(("hydra.run.dir=", "hydra.sweep.dir=")) for a in args)
+    out = []
+    for arg in args:
         key, sep, value = arg.partition("=")
         if sep and key.lstrip("+~") == "recipe" and value.endswith((".yaml", ".yml")):
             if not Path(value).is_file():
                 raise SystemExit(f"recipe file {value} does not exist")
-            sys.argv[i] = f"{key}={register_recipe_file(value)}"
-    _main()
+            arg = f"{key}={register_recipe_file(value)}"
+        elif sep and key == "output_dir":
+            if has_dir:
+                continue  # a DDP child: Lightning passes the parent's hydra.run.dir
+            arg = f"hydra.{'sweep' if multirun else 'run'}.dir={value}"
+        out.append(arg)
+    return out
 
 
 if __name__ == "__main__":

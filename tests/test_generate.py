@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
+from contextlib import nullcontext
 
 import pytest
 import torch
@@ -12,7 +12,7 @@ from transformers import AutoModelForCausalLM
 
 import lineas
 from lineas.export import export
-from lineas.generate import generate, load_model, run
+from lineas.generate import format_prompts, generate, load_model, run
 from lineas.hooks import probe
 from tests.helpers import run_cli
 
@@ -48,7 +48,7 @@ def greedy_ids(model, tokenizer, maps=None, strength=None, **kwargs) -> torch.Te
         enc = tokenizer(PROMPTS, return_tensors="pt", padding=True)
     finally:
         tokenizer.padding_side = saved
-    steer = maps.apply(model, strength=strength) if maps is not None else torch.no_grad()
+    steer = maps.apply(model, strength=strength) if maps is not None else nullcontext()
     with steer, torch.no_grad():
         ids = model.generate(**enc, do_sample=False, max_new_tokens=NEW, min_new_tokens=NEW,
                              pad_token_id=tokenizer.pad_token_id, **kwargs)
@@ -134,6 +134,8 @@ def test_model_route_on_a_merged_checkpoint(setup, tmp_path, capsys):
                     max_new_tokens=NEW, progress=False)
     assert [r["continuation"] for r in rows] == [r["continuation"] for r in live]
     assert "merged |" in capsys.readouterr().out
+    chat = format_prompts(tok, PROMPTS[:1], chat_template=True)[0]
+    assert PROMPTS[0] in chat and chat.rstrip().endswith("<|im_start|>assistant")
     with initialize_config_module("lineas.conf", version_base="1.3"):
         cfg = compose("generate", overrides=[f"maps={root / 'maps'}", f"model={root / 'merged'}",
                                              f"prompts={prompts}"])

@@ -9,7 +9,7 @@ from scipy.optimize import linear_sum_assignment, linprog
 from scipy.stats import wasserstein_distance
 
 from lineas import pool, sorted_w2
-from lineas.loss import _quantile_grid
+from lineas.loss import quantile_grid
 
 
 # --- independent references ---------------------------------------------------------------
@@ -89,7 +89,7 @@ def test_sorted_w2_is_invariant_to_source_order_and_zero_on_itself(rng):
 def test_quantile_grid_reproduces_scipy_w1(rng, n, m):
     # The same breakpoint grid with |.| instead of (.)^2 must give scipy's W1.
     x, y = _samples(rng, n, m, d=4)
-    i, j, width = _quantile_grid(n, m)
+    i, j, width = quantile_grid(n, m)
     assert torch.all(width > 0)
     assert width.double().sum().item() == pytest.approx(1.0, abs=1e-6)
     xs, ys = np.sort(x, 0), np.sort(y, 0)
