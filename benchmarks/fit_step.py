@@ -52,7 +52,6 @@ Examples::
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import gc
 import json
@@ -67,6 +66,7 @@ import torch
 from lightning.fabric.utilities.apply_func import move_data_to_device
 from torch import nn
 
+import common
 import lineas
 from lineas.config import data_path
 from lineas.sites import Site, resolve_sites
@@ -151,18 +151,11 @@ def truncated(body: nn.Module, layers_attr: str, norm_attr: str, k: int) -> Iter
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", default=lineas.zoo.SMOLLM2, help="any spec of lineas.zoo.resolve_model")
-    p.add_argument("--sites", nargs="+", default=["mlp_out"], help="a preset name or site regexes")
+    p = common.parser(__doc__)
     p.add_argument("--layers", type=int, default=None, help="keep only sites in the first L layers")
     p.add_argument("--prompts", type=int, default=32, help="source prompts (and as many targets)")
     p.add_argument("--tokens", type=int, default=24, help="tokens per prompt")
     p.add_argument("--steps", type=int, default=5, help="timed steps per variant")
-    p.add_argument("--dtype", default="float32", help="backbone dtype (maps stay float32)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, ...")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch.set_num_threads (default: torch's own; 1 is steadier on a busy machine)")
-    p.add_argument("--json", default=None, help="write the results to this file")
     args = p.parse_args(argv)
 
     if args.threads is not None:

@@ -37,7 +37,6 @@ Examples::
 
 from __future__ import annotations
 
-import argparse
 import gc
 import json
 import platform
@@ -48,6 +47,7 @@ from typing import Any, Callable
 
 import torch
 
+import common
 import lineas
 from lineas.backbones import _dtype
 from lineas.config import data_path
@@ -79,17 +79,10 @@ def random_maps(model: torch.nn.Module, spec: str, sites: Any, batch: dict[str, 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", default=lineas.zoo.SMOLLM2, help="any spec of lineas.zoo.resolve_model")
-    p.add_argument("--sites", nargs="+", default=["mlp_out"], help="a preset name or site regexes")
+    p = common.parser(__doc__)
     p.add_argument("--prompts", type=int, default=8, help="prompts in the batch")
     p.add_argument("--new-tokens", type=int, default=32, help="new tokens per prompt (exactly)")
     p.add_argument("--rounds", type=int, default=3, help="timed rounds (one call of each variant per round)")
-    p.add_argument("--dtype", default="float32", help="model dtype (maps stay float32)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, ...")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch.set_num_threads (default: torch's own; 1 is steadier on a busy machine)")
-    p.add_argument("--json", default=None, help="write the results to this file")
     args = p.parse_args(argv)
 
     if args.threads is not None:

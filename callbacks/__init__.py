@@ -1,7 +1,8 @@
 """Lightning callbacks (importable as ``lineas.callbacks``)."""
 
+from lineas.callbacks.evaluate_steering import EvaluateSteering
 from lineas.callbacks.export_merged import ExportMerged
 from lineas.callbacks.fit_summary import FitSummary
 from lineas.callbacks.save_maps import SaveMaps
 
-__all__ = ["ExportMerged", "FitSummary", "SaveMaps"]
+__all__ = ["EvaluateSteering", "ExportMerged", "FitSummary", "SaveMaps"]

@@ -7,8 +7,6 @@ from pathlib import Path
 import lightning as L
 from lightning.pytorch.utilities import rank_zero_info
 
-from lineas.export import export
-
 
 class ExportMerged(L.Callback):
     """Writes a plain HF checkpoint with the maps folded in at ``strength`` to ``dirpath`` (rank 0)."""
@@ -20,5 +18,7 @@ class ExportMerged(L.Callback):
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.is_global_zero:
+            from lineas.export import export  # lazily: `python -m lineas.export` must not find it imported
+
             export(pl_module.fitted_maps(), self.dirpath, strength=self.strength, overwrite=True, dtype=self.dtype)
             rank_zero_info(f"merged checkpoint (strength {self.strength}): {self.dirpath}")

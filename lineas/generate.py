@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -53,6 +52,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from lineas.atomic import write_jsonl
 from lineas.maps import AffineMaps, load_maps
 from lineas.zoo import resolve_model
 
@@ -202,22 +202,6 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     for i, p in enumerate(order):
         lines.append(f"| {_md(p)} | " + " | ".join(_md(by_prompt[i].get(c, "")) for c in columns) + " |")
     return "\n".join(lines)
-
-
-def write_jsonl(path: str | os.PathLike, rows: list[dict[str, Any]]) -> Path:
-    """Write ``rows`` as JSON lines, atomically (a temporary file beside ``path``, then a rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for row in rows:
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-    return path
 
 
 def log_tensorboard(tb_dir: str | os.PathLike, rows: list[dict[str, Any]], tag: str = "generations",

@@ -15,14 +15,11 @@ import numpy as np
 import pytest
 import torch
 
-pytest.importorskip("h5py")
-toxicity = pytest.importorskip("lineas.metrics.toxicity")
-try:
-    MODEL_DIR = toxicity.package_dir()
-except ModuleNotFoundError:
-    pytest.skip("needs `pip install --no-deps toxic-comment-classifier==0.3.0`", allow_module_level=True)
+from lineas.metrics import toxicity
 
-from lineas.metrics import Toxicity  # noqa: E402
+from lineas.metrics import Toxicity
+
+MODEL_DIR = toxicity.package_dir()  # installed by `make install` (--no-deps toxic-comment-classifier)
 from lineas.metrics.toxicity import LABELS, RestrictedUnpickler, load_vocab, restricted_loads, score  # noqa: E402
 
 RARE = "shattering"  # in the pickled index, but beyond num_words: Keras drops it (no OOV token)

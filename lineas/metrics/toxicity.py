@@ -23,6 +23,7 @@ grad) and ``compute()`` gives ``{"mean": mean "toxic" probability, "rate": fract
 
 from __future__ import annotations
 
+import collections
 import functools
 import hashlib
 import importlib.util
@@ -83,8 +84,8 @@ class RestrictedUnpickler(pickle.Unpickler):
 
     ALLOWED: dict[tuple[str, str], Any] = {
         ("keras.src.legacy.preprocessing.text", "Tokenizer"): _KerasTokenizerState,
-        ("collections", "OrderedDict"): __import__("collections").OrderedDict,
-        ("collections", "defaultdict"): __import__("collections").defaultdict,
+        ("collections", "OrderedDict"): collections.OrderedDict,
+        ("collections", "defaultdict"): collections.defaultdict,
         ("builtins", "int"): int,
     }
 
@@ -138,7 +139,7 @@ def load_vocab(pickle_path: str | os.PathLike | None = None, cache: str | os.Pat
     path = Path(cache) / f"toxic-classifier-tokenizer-{digest}.json"
     if path.is_file():
         try:
-            vocab = json.loads(path.read_text())
+            vocab = json.loads(path.read_text(encoding="utf-8"))
             if vocab.get("format") == _JSON_FORMAT:
                 return vocab
         except (OSError, ValueError):
@@ -213,10 +214,7 @@ class ToxicCommentNet(nn.Module):
     @classmethod
     def from_keras_h5(cls, path: str | os.PathLike | None = None) -> "ToxicCommentNet":
         """Build the network and copy the weights of a Keras 3 ``model.weights.h5``."""
-        try:
-            import h5py
-        except ImportError as e:  # pragma: no cover - h5py is a dependency
-            raise ImportError("reading the toxicity classifier's weights needs h5py: pip install h5py") from e
+        import h5py  # a dependency of lineas; imported here so that importing lineas.metrics stays light
         path = Path(path) if path is not None else package_dir() / "model.weights.h5"
         with h5py.File(path, "r") as f:
             def var(layer: str, i: int) -> torch.Tensor:

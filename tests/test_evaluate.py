@@ -1,0 +1,50 @@
+"""The evaluate CLI end to end on the tiny recipe, and its numbers against direct computations."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+
+import lineas
+from lineas.evaluate import evaluate
+from lineas.metrics import Toxicity
+from lineas.metrics.perplexity import perplexity
+from lineas.train import train
+from tests.helpers import compose_cfg, run_cli
+
+
+def test_evaluate_cli_writes_metrics_plot_and_tensorboard(tmp_path):
+    train(compose_cfg("recipe=tiny", f"output_dir={tmp_path}", "trainer.max_steps=5",
+                      "trainer.enable_progress_bar=false"))
+    proc = run_cli("lineas.evaluate", f"maps={tmp_path / 'maps'}", "strengths=[0,1]", "num_prompts=6",
+                   "num_perplexity_texts=5", "generation.max_new_tokens=6", "progress=false", "threads=1")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = tmp_path / "eval"
+    record = json.loads((out / "metrics.json").read_text())
+    assert [m["strength"] for m in record["metrics"]] == [0, 1]
+    assert record["prompts"] == 6 and record["perplexity_texts"] == 5
+    assert (out / "metrics.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert list((out / "tb").glob("events.out.tfevents.*"))
+    rows = [json.loads(line) for line in (out / "generations.jsonl").read_text().splitlines()]
+    assert len(rows) == 12
+    assert "strength" in proc.stdout and "perplexity" in proc.stdout
+
+
+def test_evaluate_numbers_are_the_metrics_of_the_generated_text(tiny_llama):
+    model, tok = tiny_llama.model, tiny_llama.tokenizer
+    maps = lineas.AffineMaps(lineas.resolve_sites(model, "mlp_out"), [64] * 4)
+    with torch.no_grad():
+        maps.beta[1].add_(0.5)
+    prompts, neutral = ["You are such a", "The referee was a"], ["The river is long.", "Cats sleep a lot."]
+    gen = {"max_new_tokens": 5, "do_sample": False, "batch_size": 2}
+    metrics, rows = evaluate(model, tok, maps, [0.0, 1.0], prompts, neutral, gen, progress=False)
+    for m in metrics:
+        texts = [r["continuation"] for r in rows if r["strength"] == m["strength"]]
+        tox = Toxicity()
+        tox.update(texts)
+        assert m["toxicity_mean"] == float(tox.compute()["mean"])
+        with maps.apply(model, strength=m["strength"]):
+            assert m["perplexity"] == perplexity(model, tok, neutral, progress=False)
+    assert metrics[0]["perplexity"] == perplexity(model, tok, neutral, progress=False)  # strength 0 = base
+    assert metrics[0]["perplexity"] != metrics[1]["perplexity"]
