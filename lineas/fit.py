@@ -19,20 +19,23 @@ from lineas.sparsity import Sparsity
 
 def fit(model: str | Backbone, source: str | Path | list[str], target: str | Path | list[str],
         sites: str | Sequence[str] = "default", *, steps: int = 1000, lr: float = 1e-3,
-        pooling: Pooling = "mean", sparsity: Sparsity | None = None, batch_size: int = 32,
+        pooling: Pooling = "mean", sparsity: Sparsity | None = None, normalize: bool = False,
+        shift: bool = True, estimator: str = "lineas", batch_size: int = 32,
         num_fit: int | None = None, heldout_fraction: float = 0.25, seed: int = 0,
         output_dir: str | Path | None = None, **trainer_kwargs: Any) -> AffineMaps:
     """Fit LinEAS maps that move ``source`` prompts' activations towards ``target``'s.
 
     ``model`` is a model spec (hub id, folder, ``offline:...``, ``tiny:...``) or a :class:`Backbone`;
-    ``source``/``target`` are prompt files or lists. With ``output_dir``, the run writes the same
+    ``source``/``target`` are prompt files or lists; the other arguments are those of
+    :class:`LinEASModule` and :class:`PromptPairDataModule`. With ``output_dir``, the run writes the same
     ``maps/``, ``fit_summary.json`` and TensorBoard logs as ``python -m lineas.train``.
     """
     L.seed_everything(seed, verbose=False)
     backbone = CausalLM(model) if isinstance(model, str) else model
     datamodule = PromptPairDataModule(source, target, collate_fn=backbone.collate, batch_size=batch_size,
                                       num_fit=num_fit, heldout_fraction=heldout_fraction, seed=seed)
-    module = LinEASModule(backbone, sites=sites, pooling=pooling, lr=lr, sparsity=sparsity)
+    module = LinEASModule(backbone, sites=sites, pooling=pooling, lr=lr, sparsity=sparsity, normalize=normalize,
+                          shift=shift, estimator=estimator)
     callbacks: list[L.Callback] = []
     logger: Any = False
     if output_dir is not None:
