@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import platform
+from typing import Any
+
+import torch
 
 import lineas
 
@@ -18,3 +22,14 @@ def parser(doc: str) -> argparse.ArgumentParser:
                    help="torch.set_num_threads (default: torch's own; 1 is steadier on a busy machine)")
     p.add_argument("--json", default=None, help="write the results to this file")
     return p
+
+
+def finish(args: argparse.Namespace, result: dict[str, Any]) -> dict[str, Any]:
+    """Add library versions to ``result`` and write it to ``--json`` if given."""
+    result["versions"] = {"torch": torch.__version__, "lineas": lineas.__version__,
+                          "python": platform.python_version()}
+    if args.json:
+        from lineas.atomic import write_json
+
+        write_json(args.json, result)
+    return result

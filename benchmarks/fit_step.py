@@ -54,8 +54,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import json
-import platform
 import re
 import statistics
 import time
@@ -258,13 +256,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "sites": [str(s) for s in module.sites], "last_site": str(module.last_site), "K": k,
         "num_layers": n_layers, "prompts": args.prompts, "tokens": args.tokens, "steps": args.steps,
         "warmup": WARMUP, "seconds": times, "median_s_per_step": median, "mean_s_per_step": mean, "ratios": ratios,
-        "versions": {"torch": torch.__version__, "lineas": lineas.__version__, "python": platform.python_version()},
     }
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(result, f, indent=2)
-            f.write("\n")
-    return result
+    return common.finish(args, result)
 
 
 if __name__ == "__main__":

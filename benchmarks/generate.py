@@ -38,8 +38,6 @@ Examples::
 from __future__ import annotations
 
 import gc
-import json
-import platform
 import statistics
 import tempfile
 import time
@@ -165,13 +163,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "new_tokens": n_new, "rounds": args.rounds, "warmup": WARMUP, "seconds": seconds,
         "median_tokens_per_s": median, "mean_tokens_per_s": mean, "best_tokens_per_s": best, "ratios": ratios,
         "live_equals_merged": same, "live_differs_from_base": steered, "merged_extra_parameters": extra,
-        "versions": {"torch": torch.__version__, "lineas": lineas.__version__, "python": platform.python_version()},
     }
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(result, f, indent=2)
-            f.write("\n")
-    return result
+    return common.finish(args, result)
 
 
 if __name__ == "__main__":
