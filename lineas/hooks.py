@@ -1,4 +1,4 @@
-"""Attaching maps to a model's sites with forward hooks; capturing site outputs; early exit."""
+"""Attaching maps to a model's sites with forward hooks; capturing site outputs; early exit; checkpointing."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint as recomputed
 
 from lineas.sites import Site, SiteError
 
@@ -49,12 +50,16 @@ def attach(
     maps: AffineMaps | None = None,
     capture: dict[Site, torch.Tensor] | None = None,
     stop_after: Site | None = None,
+    checkpoint: Sequence[str] = (),
 ) -> Iterator[None]:
     """Within the block, ``maps`` (if any) act on ``sites``; outputs land in ``capture``.
 
     With ``stop_after``, the forward ends right after that site fires (``StopForward`` is
-    raised by its hook and swallowed here). Each hook maps the module's own output, so it is
-    idempotent under recomputation (activation checkpointing re-runs it on the same inputs).
+    raised by its hook and swallowed here). The modules named in ``checkpoint`` (blocks, none of
+    which may hold ``stop_after``) run under activation checkpointing: their activations are
+    recomputed in the backward pass instead of stored. Their sites' hooks are attached inside the
+    checkpointed call, so the recomputation, which may happen after this block has exited, applies
+    the maps again; a map of the module's own output is idempotent under that recomputation.
     """
     modules = dict(model.named_modules())
     by_module: dict[str, list[tuple[int, Site]]] = defaultdict(list)
@@ -79,10 +84,16 @@ def attach(
         return hook
 
     stop_module = stop_after.module if stop_after is not None else None
-    handles = [
-        modules[name].register_forward_hook(make_hook(entries, name == stop_module))
-        for name, entries in by_module.items()
-    ]
+
+    def register(names: list[str]) -> list[torch.utils.hooks.RemovableHandle]:
+        return [modules[n].register_forward_hook(make_hook(by_module[n], n == stop_module)) for n in names]
+
+    inner: dict[str, list[str]] = {block: [n for n in by_module if n.startswith(block + ".")] for block in checkpoint}
+    if stop_module is not None and any(stop_module in names for names in inner.values()):
+        raise ValueError(f"cannot checkpoint the block holding the last site {stop_after}")
+    handles = register([n for n in by_module if not any(n in names for names in inner.values())])
+    patched = [(modules[block], _checkpointed(modules[block], lambda names=names: register(names)))
+               for block, names in inner.items()]
     try:
         yield
     except StopForward:
@@ -90,6 +101,29 @@ def attach(
     finally:
         for h in handles:
             h.remove()
+        for module, own in patched:
+            if own is None:
+                del module.forward
+            else:
+                module.forward = own
+
+
+def _checkpointed(module: nn.Module, hooks: Callable[[], list]) -> Callable | None:
+    """Route ``module.forward`` through non-reentrant checkpointing with ``hooks()`` attached around
+    every run of it (first pass and recomputation); returns the instance's own ``forward``, if any."""
+    own = module.__dict__.get("forward")
+    forward = module.forward
+
+    def run(*args: Any, **kwargs: Any) -> Any:
+        handles = hooks()
+        try:
+            return forward(*args, **kwargs)
+        finally:
+            for h in handles:
+                h.remove()
+
+    module.forward = lambda *args, **kwargs: recomputed(run, *args, use_reentrant=False, **kwargs)
+    return own
 
 
 def probe(model: nn.Module, sites: Sequence[Site], run: Callable[[], Any]) -> tuple[list[int], Site]:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import warnings
-from typing import Any, Iterable, Sequence
+from contextlib import nullcontext
+from typing import Any, ContextManager, Iterable, Sequence
 
 import lightning as L
 import torch
@@ -16,6 +17,7 @@ from lineas.loss import Pooling, check_mask, pool, sorted_w2
 from lineas.maps import AffineMaps
 from lineas.sites import resolve_sites
 from lineas.sparsity import Sparsity
+from lineas.stack import PrefixCache, find_stack
 
 PROBE_PROMPTS = ["Hello there.", "A short example prompt."]
 # The frozen base stays in eval mode on purpose (no dropout while fitting the maps).
@@ -36,13 +38,19 @@ class LinEASModule(L.LightningModule):
     architectures that have no bias to receive a shift (Mistral, Phi-3, Qwen2's MLP).
     ``estimator`` ``linear_act`` or ``mean_shift`` fills the maps in closed form when fitting starts
     (the baselines of :mod:`lineas.estimators`; run them with ``max_steps=0``).
+    ``checkpointing`` recomputes, in the backward pass, the activations of the blocks from the first
+    site's to the last site's (memory for compute; same loss and gradients). ``prefix_cache`` stores,
+    per prompt, the hidden states entering the first site's block and starts later forwards there
+    (exact: nothing before that block depends on the maps; see :class:`lineas.stack.PrefixCache`).
+    The frozen base stays in the dtype it was loaded in (e.g. bfloat16); maps and loss are float32.
     Defaults are those of the official code: Adam, lr 1e-3, betas (0.9, 0.9), cosine decay to lr*1e-3.
     """
 
     def __init__(self, backbone: Backbone, sites: str | Sequence[str] = "default", pooling: Pooling = "mean",
                  lr: float = 1e-3, betas: Sequence[float] = (0.9, 0.9), weight_decay: float = 0.0,
                  min_lr_ratio: float = 1e-3, sparsity: Sparsity | None = None, early_exit: bool = True,
-                 normalize: bool = False, shift: bool = True, estimator: str = "lineas") -> None:
+                 normalize: bool = False, shift: bool = True, estimator: str = "lineas",
+                 checkpointing: bool = False, prefix_cache: bool = False) -> None:
         super().__init__()
         self.backbone = backbone
         self.base = backbone.model.requires_grad_(False).eval()
@@ -53,6 +61,7 @@ class LinEASModule(L.LightningModule):
         self.lr, self.betas, self.weight_decay, self.min_lr_ratio = lr, tuple(betas), weight_decay, min_lr_ratio
         self.sparsity = sparsity or Sparsity()
         self.early_exit = early_exit
+        self._checkpoint, self._prefix = self._block_plan(checkpointing, prefix_cache, backbone)
         if estimator != "lineas" and estimator not in ESTIMATORS:
             raise ValueError(f"estimator {estimator!r}: choose lineas, {', '.join(ESTIMATORS)}")
         self.estimator = estimator
@@ -70,10 +79,41 @@ class LinEASModule(L.LightningModule):
             "sparsity": self.sparsity.as_dict(),
         })
         self.maps.beta.requires_grad_(shift)
+        # Every rank loads the same frozen weights: DDP need not broadcast or check them.
+        frozen = [f"base.{n}" for n, _ in self.base.named_parameters()] + [f"base.{n}" for n, _ in self.base.named_buffers()]
+        torch.nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(self, frozen)
         self.strict_loading = False  # checkpoints hold the maps, not the frozen base
         self._targets: dict[str, list[torch.Tensor]] = {}
         self._target_var: list[torch.Tensor] | None = None
         self._val: list[list[torch.Tensor]] = []
+
+    def _block_plan(self, checkpointing: bool, prefix_cache: bool,
+                    backbone: Backbone) -> tuple[list[str], PrefixCache | None]:
+        """Blocks to checkpoint, and the prefix cache, from where the sites sit in the block stack."""
+        if not (checkpointing or prefix_cache):
+            return [], None
+        stack = find_stack(self.base, self.sites)
+        where = [stack.block_of(s) for s in self.sites] if stack is not None else [None]
+        if None in where:
+            outside = [str(s) for s, b in zip(self.sites, where) if b is None] if stack else "all"
+            raise ValueError(f"checkpointing / prefix_cache need every site inside one block stack "
+                             f"(a ModuleList of layers); sites outside it: {outside}")
+        first, last = min(where), stack.block_of(self.last_site)
+        blocks = stack.block_names(first, last) if checkpointing else []
+        if not prefix_cache:
+            return blocks, None
+        if first == 0:
+            warnings.warn("prefix_cache: the first site is in block 0, so there is no prefix to cache")
+            return blocks, None
+        if not {"input_ids", "attention_mask"} <= set(backbone.collate(PROBE_PROMPTS)):
+            raise ValueError(f"prefix_cache needs token batches (input_ids, attention_mask); "
+                             f"{type(backbone).__name__} does not make them")
+        return blocks, PrefixCache(stack, first)
+
+    def _prefix_of(self, batch: dict[str, Any]) -> ContextManager:
+        if self._prefix is None:
+            return nullcontext()
+        return self._prefix(batch["input_ids"].masked_fill(~batch["attention_mask"].bool(), -1))
 
     # --- running the backbone -------------------------------------------------------------
     def train(self, mode: bool = True) -> LinEASModule:
@@ -84,8 +124,10 @@ class LinEASModule(L.LightningModule):
     def pooled(self, batch: dict[str, Any], with_maps: bool) -> list[torch.Tensor]:
         """Per site, the pooled float32 samples ``(N, D)`` of ``batch`` (maps active or not)."""
         capture: dict = {}
+        checkpoint = self._checkpoint if with_maps and torch.is_grad_enabled() else ()
         with attach(self.base, self.sites, self.maps if with_maps else None, capture,
-                    stop_after=self.last_site if self.early_exit else None):
+                    stop_after=self.last_site if self.early_exit else None, checkpoint=checkpoint), \
+                self._prefix_of(batch):
             self.backbone.forward(batch)
         mask = self.backbone.position_mask(batch)
         check_mask(mask)
@@ -143,6 +185,11 @@ class LinEASModule(L.LightningModule):
 
     # --- Lightning hooks ------------------------------------------------------------------
     def on_fit_start(self) -> None:
+        low = {str(p.dtype) for p in self.maps.parameters() if p.dtype != torch.float32}
+        if low:
+            raise TypeError(f"the maps are {', '.join(low)}, not float32: trainer.precision "
+                            f"{self.trainer.precision!r} casts them. Load the base in low precision with "
+                            "backbone.dtype=bfloat16 and keep trainer.precision=32-true or bf16-mixed")
         self._cache_targets()
         if self.estimator != "lineas":
             ESTIMATORS[self.estimator](self, self.trainer.datamodule)
