@@ -240,3 +240,12 @@ def test_module_rejects_sites_off_the_forward_path(tiny_llama):
     finally:
         del model.model.unused_dummy
     assert not hasattr(model.model, "unused_dummy")
+
+
+def test_ddp_leaves_the_frozen_base_alone(tiny_llama):
+    # DDP would otherwise broadcast every frozen weight from rank 0 at start-up (16 GB for an 8B base).
+    module = LinEASModule(tiny_llama, sites="mlp_out")
+    names = {n for n, _ in module.named_parameters()} | {n for n, _ in module.named_buffers()}
+    ignored = set(module._ddp_params_and_buffers_to_ignore)
+    assert ignored == {n for n in names if n.startswith("base.")} and len(ignored) > 30
+    assert {n for n in names if n not in ignored} == {n for n, _ in module.maps.named_parameters(prefix="maps")}
