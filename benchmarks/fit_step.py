@@ -22,25 +22,36 @@ in turn with ``time.perf_counter``, so that load from other processes is shared 
     the forward runs the whole model to the logits (``lm_head`` included), and the target
     activations are RECOMPUTED every step (target prompts forwarded to the logits without maps,
     under ``torch.no_grad``, then pooled and sorted); then the same loss, backward, Adam step.
+    No prefix cache (``--checkpointing``, if given, applies to it too).
 
 ``lower bound``
     Plain autograd through the stack the lineas step must traverse, with NO hooks at all. K is
-    the number of decoder layers up to and including the one holding the last site. The decoder
-    ``ModuleList`` of the base model is temporarily replaced by its first K layers and the final
-    norm by ``nn.Identity``; the step computes the input embeddings, multiplies them by a trainable
-    float32 per-channel scale (D parameters, initialised at 1), calls the base model's body
-    (``model.model`` for Llama: rotary embeddings, causal mask, K decoder layers; no ``lm_head``)
-    with ``inputs_embeds`` and the same attention mask, takes ``last_hidden_state.float()
-    .pow(2).mean()`` as the loss, backward (the gradient reaches the scale, so it flows through
-    all K layers, as the maps' gradients do), Adam step on the scale, ``zero_grad``.
+    the number of decoder layers up to and including the one holding the last site; F is 0, or
+    with ``--prefix-cache`` the layer of the first site (the lineas step then starts there). The
+    decoder ``ModuleList`` of the base model is temporarily replaced by its layers F..K-1 and the
+    final norm by ``nn.Identity``; the step computes the input embeddings, multiplies them by a
+    trainable float32 per-channel scale (D parameters, initialised at 1), calls the base model's
+    body (``model.model`` for Llama: rotary embeddings, causal mask, the decoder layers; no
+    ``lm_head``) with ``inputs_embeds`` and the same attention mask, takes ``last_hidden_state
+    .float().pow(2).mean()`` as the loss, backward (the gradient reaches the scale, so it flows
+    through all those layers, as the maps' gradients do), Adam step on the scale, ``zero_grad``.
+    With ``--checkpointing`` its layers are checkpointed too (non-reentrant).
     Compared with the lineas step it does slightly MORE model work: the residual add after the
     last site's layer and the backward through layer 0's attention and MLP input side (the lineas
     backward stops at the first site, layer 0's MLP output); it does LESS bookkeeping: no hooks,
     no pooling, no sort, no W2, S-times fewer optimizer parameters. With the default sites the
     last site is the last layer's ``down_proj``, so K is the whole stack.
 
+Options of the module apply to the lineas step: ``--checkpointing`` (activation checkpointing of
+the site blocks), ``--prefix-cache`` (hidden states before the first site's layer computed once;
+with ``--first-layer F`` the sites start at layer F). ``--dtype bfloat16`` loads the base in bf16
+(maps and loss stay float32); ``--shape gemma2-2b`` (or another of ``lineas.shapes.SHAPES``) builds
+random weights with that model's real shapes on ``--device``.
+
 The table gives the median seconds per timed step (robust to bursts of load on a shared machine),
-the mean and the fastest step; then the ratios ``lineas / naive`` (goal <= 0.5) and
+the mean and the fastest step, the memory autograd keeps for the backward pass of one step
+("saved MB": distinct storages packed by ``saved_tensors_hooks``, weights included) and, on CUDA,
+the peak allocated memory of one step; then the ratios ``lineas / naive`` (goal <= 0.5) and
 ``lineas / lower bound`` (goal <= 1.25), from the medians.
 
 Examples::
@@ -48,12 +59,15 @@ Examples::
     python benchmarks/fit_step.py --model tiny:llama --steps 3
     python benchmarks/fit_step.py --steps 5
     python benchmarks/fit_step.py --steps 5 --layers 15 --json /tmp/fit_step.json
+    python benchmarks/fit_step.py --steps 5 --first-layer 15 --prefix-cache
+    python benchmarks/fit_step.py --shape gemma2-2b --dtype bfloat16 --device cuda --tokens 64 --checkpointing
 """
 
 from __future__ import annotations
 
 import contextlib
 import gc
+import platform
 import re
 import statistics
 import time
@@ -114,6 +128,25 @@ def time_interleaved(steps: dict[str, Callable[[], None]], n: int, device: torch
     return times
 
 
+def memory(step: Callable[[], None], device: torch.device) -> dict[str, float]:
+    """MB autograd saves for one call of ``step`` and, on CUDA, its peak allocated MB."""
+    storages: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        step()
+    sync(device)
+    out = {"saved_MB": sum(storages.values()) / 2**20}
+    if device.type == "cuda":
+        out["peak_MB"] = torch.cuda.max_memory_allocated(device) / 2**20
+    return out
+
+
 def reset_maps(maps: lineas.AffineMaps) -> None:
     with torch.no_grad():
         for w, b in zip(maps.omega, maps.beta):
@@ -136,10 +169,10 @@ def decoder_stack(base: nn.Module) -> tuple[nn.Module, str, str]:
 
 
 @contextlib.contextmanager
-def truncated(body: nn.Module, layers_attr: str, norm_attr: str, k: int) -> Iterator[None]:
-    """``body`` genuinely has only its first ``k`` layers and no final norm inside the block."""
+def truncated(body: nn.Module, layers_attr: str, norm_attr: str, f: int, k: int) -> Iterator[None]:
+    """``body`` genuinely has only its layers ``f..k-1`` and no final norm inside the block."""
     layers, norm = getattr(body, layers_attr), getattr(body, norm_attr)
-    setattr(body, layers_attr, layers[:k])
+    setattr(body, layers_attr, layers[f:k])
     setattr(body, norm_attr, nn.Identity())
     try:
         yield
@@ -151,6 +184,10 @@ def truncated(body: nn.Module, layers_attr: str, norm_attr: str, k: int) -> Iter
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = common.parser(__doc__)
     p.add_argument("--layers", type=int, default=None, help="keep only sites in the first L layers")
+    p.add_argument("--first-layer", type=int, default=0, help="keep only sites in layers >= F")
+    p.add_argument("--shape", default=None, help="random weights shaped like this model (lineas.shapes)")
+    p.add_argument("--checkpointing", action="store_true", help="activation checkpointing of the site blocks")
+    p.add_argument("--prefix-cache", action="store_true", help="reuse hidden states before the first site")
     p.add_argument("--prompts", type=int, default=32, help="source prompts (and as many targets)")
     p.add_argument("--tokens", type=int, default=24, help="tokens per prompt")
     p.add_argument("--steps", type=int, default=5, help="timed steps per variant")
@@ -160,17 +197,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     device = torch.device(args.device)
-    backbone = lineas.CausalLM(args.model, dtype=args.dtype, max_length=args.tokens)
+    if args.shape:
+        args.model = f"shape:{args.shape}"
+    backbone = lineas.CausalLM(args.model, dtype=args.dtype, max_length=args.tokens, device=args.device)
     base = backbone.model
     sites = resolve_sites(base, args.sites[0] if len(args.sites) == 1 else args.sites)
-    if args.layers is not None:
-        sites = [s for s in sites if layer_of(s) is None or layer_of(s) < args.layers]
-        if not sites:
-            raise SystemExit(f"no site left in the first {args.layers} layers")
-    module = lineas.LinEASModule(backbone, sites=[str(s) for s in sites], early_exit=True).to(device)
+    last_kept = args.layers if args.layers is not None else base.config.num_hidden_layers
+    sites = [s for s in sites if layer_of(s) is None or args.first_layer <= layer_of(s) < last_kept]
+    if not sites:
+        raise SystemExit(f"no site left in layers {args.first_layer}..{last_kept - 1}")
+    module = lineas.LinEASModule(backbone, sites=[str(s) for s in sites], early_exit=True,
+                                 checkpointing=args.checkpointing, prefix_cache=args.prefix_cache).to(device)
     n_layers = base.config.num_hidden_layers
     last = layer_of(module.last_site)
     k = n_layers if last is None else last + 1
+    f = module._prefix.start if module._prefix is not None else 0
 
     tok = backbone.tokenizer
     source = move_data_to_device(backbone.collate(
@@ -200,13 +241,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         opt = adam(module, module.maps.parameters())
 
         def step() -> None:
-            module.early_exit = False
+            prefix, module._prefix, module.early_exit = module._prefix, None, False
             try:
                 with torch.no_grad():
                     tgt = [t.sort(0).values for t in module.pooled(target, with_maps=False)]
                 loss = module.site_w2(module.pooled(source, with_maps=True), tgt).mean()
             finally:
-                module.early_exit = True
+                module._prefix, module.early_exit = prefix, True
             loss.backward()
             opt.step()
             opt.zero_grad()
@@ -220,9 +261,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     def lower_step() -> Callable[[], None]:
         scale = nn.Parameter(torch.ones(dim, device=device))
         opt = adam(module, [scale])
+        kept = [f"{layers_attr}.{i}" for i in range(k - f)] if args.checkpointing else []
 
         def step() -> None:
-            with truncated(body, layers_attr, norm_attr, k):
+            with truncated(body, layers_attr, norm_attr, f, k), lineas.attach(body, [], checkpoint=kept):
                 h = embed(source["input_ids"])
                 h = (h.float() * scale).to(h.dtype)
                 out = body(inputs_embeds=h, attention_mask=source["attention_mask"], use_cache=False)
@@ -235,27 +277,34 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     reset_maps(module.maps)
     steps = {"lineas": lineas_step(), "naive": naive_step(), "lower bound": lower_step()}
+    mem = {name: memory(step, device) for name, step in steps.items()}
     times = time_interleaved(steps, args.steps, device)
     mean = {name: sum(t) / len(t) for name, t in times.items()}
     median = {name: statistics.median(t) for name, t in times.items()}
 
-    print(f"model {args.model} ({args.dtype}, {device}, {torch.get_num_threads()} threads), "
+    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+    options = [o for o, on in (("checkpointing", args.checkpointing), ("prefix cache", args.prefix_cache)) if on]
+    print(f"model {args.model} ({args.dtype}, {device}: {device_name}, {torch.get_num_threads()} threads), "
           f"{len(module.sites)} sites ({module.sites[0]} .. {module.last_site}), "
-          f"K = {k} of {n_layers} layers, {args.prompts} prompts x {args.tokens} tokens, "
-          f"{args.steps} timed steps after {WARMUP} warm-up")
-    print(f"{'variant':<12} {'s/step':>9} {'mean':>9} {'min':>9}   (s/step = median)")
+          f"layers F..K-1 = {f}..{k - 1} of {n_layers}, {args.prompts} prompts x {args.tokens} tokens, "
+          f"{args.steps} timed steps after {WARMUP} warm-up; options: {', '.join(options) or 'none'}")
+    cuda = device.type == "cuda"
+    print(f"{'variant':<12} {'s/step':>9} {'mean':>9} {'min':>9} {'saved MB':>9}" + (f" {'peak MB':>9}" if cuda else "")
+          + "   (s/step = median)")
     for name, t in times.items():
-        print(f"{name:<12} {median[name]:>9.4f} {mean[name]:>9.4f} {min(t):>9.4f}")
+        print(f"{name:<12} {median[name]:>9.4f} {mean[name]:>9.4f} {min(t):>9.4f} {mem[name]['saved_MB']:>9.1f}"
+              + (f" {mem[name]['peak_MB']:>9.1f}" if cuda else ""))
     ratios = {"lineas / naive": median["lineas"] / median["naive"],
               "lineas / lower bound": median["lineas"] / median["lower bound"]}
     for name, r in ratios.items():
         print(f"{name:<21} {r:.3f}")
 
     result = {
-        "model": args.model, "dtype": args.dtype, "device": str(device), "threads": torch.get_num_threads(),
-        "sites": [str(s) for s in module.sites], "last_site": str(module.last_site), "K": k,
+        "model": args.model, "dtype": args.dtype, "device": str(device), "device_name": device_name,
+        "threads": torch.get_num_threads(), "checkpointing": args.checkpointing, "prefix_cache": args.prefix_cache,
+        "sites": [str(s) for s in module.sites], "last_site": str(module.last_site), "F": f, "K": k,
         "num_layers": n_layers, "prompts": args.prompts, "tokens": args.tokens, "steps": args.steps,
-        "warmup": WARMUP, "seconds": times, "median_s_per_step": median, "mean_s_per_step": mean, "ratios": ratios,
+        "warmup": WARMUP, "seconds": times, "memory": mem, "median_s_per_step": median, "mean_s_per_step": mean, "ratios": ratios,
     }
     return common.finish(args, result)
 

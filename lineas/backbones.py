@@ -12,7 +12,8 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
-from lineas.zoo import resolve_model
+from lineas.shapes import random_model
+from lineas.zoo import resolve_model, smollm2_tokenizer_dir
 
 
 class Backbone(Protocol):
@@ -39,24 +40,29 @@ def _dtype(name: str | torch.dtype) -> torch.dtype:
 class CausalLM:
     """A frozen ``AutoModelForCausalLM`` and its tokenizer.
 
-    ``model`` is a hub id, a local folder, or an offline spec (``offline:smollm2-135m-instruct``,
-    ``tiny:llama``; see :mod:`lineas.zoo`). Prompts are right-padded to at most ``max_length``
+    ``model`` is a hub id, a local folder, an offline spec (``offline:smollm2-135m-instruct``,
+    ``tiny:llama``; see :mod:`lineas.zoo`) or ``shape:NAME``, random weights in the shape of a real
+    model (:mod:`lineas.shapes`), created on ``device`` (real weights load there). Prompts are right-padded to at most ``max_length``
     tokens. With ``exclude_bos`` a leading BOS token is not a sample: its activations are the
     same for every prompt (an attention sink) and carry nothing about the prompt.
     """
 
     def __init__(self, model: str, dtype: str | torch.dtype = "float32", max_length: int = 64,
-                 exclude_bos: bool = True, trust_remote_code: bool = False) -> None:
+                 exclude_bos: bool = True, trust_remote_code: bool = False, device: str | None = None) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.spec = model
-        path = resolve_model(model)
+        shape = model.removeprefix("shape:") if model.startswith("shape:") else None
+        path = str(smollm2_tokenizer_dir()) if shape else resolve_model(model)
         self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.tokenizer.padding_side = "right"
-        self.model = AutoModelForCausalLM.from_pretrained(
-            path, dtype=_dtype(dtype), trust_remote_code=trust_remote_code)
+        if shape:
+            self.model = random_model(shape, _dtype(dtype), device or "cpu")
+        else:
+            self.model = AutoModelForCausalLM.from_pretrained(
+                path, dtype=_dtype(dtype), trust_remote_code=trust_remote_code, device_map=device)
         self.model.requires_grad_(False).eval()
         self.max_length = max_length
         self.exclude_bos = exclude_bos
