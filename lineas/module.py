@@ -86,6 +86,7 @@ class LinEASModule(L.LightningModule):
         self._targets: dict[str, list[torch.Tensor]] = {}
         self._target_var: list[torch.Tensor] | None = None
         self._val: list[list[torch.Tensor]] = []
+        self._sharded = False
 
     def _block_plan(self, checkpointing: bool, prefix_cache: bool,
                     backbone: Backbone) -> tuple[list[str], PrefixCache | None]:
@@ -184,6 +185,35 @@ class LinEASModule(L.LightningModule):
             self._target_var = [v.clamp_min(1e-6 * v.mean().item() + 1e-12) for v in var]
 
     # --- Lightning hooks ------------------------------------------------------------------
+    def configure_model(self) -> None:
+        """Under ``ModelParallelStrategy`` (FSDP2): shard the frozen base over all ranks, block by block.
+
+        The maps stay whole on every rank; :meth:`on_after_backward` averages their gradients.
+        """
+        from lightning.pytorch.strategies import ModelParallelStrategy
+
+        if not isinstance(self.trainer.strategy, ModelParallelStrategy) or self._sharded:
+            return
+        from torch.distributed.device_mesh import init_device_mesh
+        from torch.distributed.fsdp import fully_shard
+
+        mesh = init_device_mesh(self.device.type, (self.trainer.world_size,))
+        stack = find_stack(self.base, self.sites)
+        for block in stack.blocks if stack is not None else []:
+            fully_shard(block, mesh=mesh, reshard_after_forward=True)
+        fully_shard(self.base, mesh=mesh)
+        self._sharded = True
+
+    def on_after_backward(self) -> None:
+        if not self._sharded:
+            return  # DDP (or one process) averages the gradients itself
+        grads = [p.grad for p in self.maps.parameters() if p.grad is not None]
+        flat = torch.cat([g.flatten() for g in grads])
+        torch.distributed.all_reduce(flat)  # a sum: gloo has no average
+        flat /= self.trainer.world_size
+        for g, part in zip(grads, flat.split([g.numel() for g in grads])):
+            g.copy_(part.view_as(g))
+
     def on_fit_start(self) -> None:
         low = {str(p.dtype) for p in self.maps.parameters() if p.dtype != torch.float32}
         if low:

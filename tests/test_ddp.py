@@ -46,3 +46,13 @@ def test_half_batch_without_gather_would_differ(tmp_path):
     half = fit(tmp_path / "half", "data.batch_size=16")
     assert max_diff(single, half) > 1e-3
     assert torch.isfinite(half.omega[0]).all()
+
+
+def test_fsdp2_shards_the_base_and_fits_the_same_maps(tmp_path):
+    single = fit(tmp_path / "one", "data.batch_size=32")
+    proc = run_cli("lineas.train", "recipe=tiny", f"output_dir={tmp_path / 'two'}", "trainer.enable_progress_bar=false",
+                   "trainer.max_steps=3", "data.batch_size=16", "trainer.accelerator=cpu", "trainer.devices=2",
+                   "trainer.strategy={_target_:lightning.pytorch.strategies.ModelParallelStrategy}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "FSDPLlamaForCausalLM" in proc.stdout  # the model summary names the fully_shard-ed base
+    assert max_diff(single, lineas.load_maps(tmp_path / "two" / "maps")) <= 1e-5
