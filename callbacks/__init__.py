@@ -3,6 +3,7 @@
 from lineas.callbacks.evaluate_steering import EvaluateSteering
 from lineas.callbacks.export_merged import ExportMerged
 from lineas.callbacks.fit_summary import FitSummary
+from lineas.callbacks.image_grid import ImageGrid
 from lineas.callbacks.save_maps import SaveMaps
 
-__all__ = ["EvaluateSteering", "ExportMerged", "FitSummary", "SaveMaps"]
+__all__ = ["EvaluateSteering", "ExportMerged", "FitSummary", "ImageGrid", "SaveMaps"]

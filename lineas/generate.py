@@ -1,4 +1,8 @@
-"""``python -m lineas.generate maps=DIR prompts=FILE strengths=[0,0.5,1]``: steered text, side by side.
+"""``python -m lineas.generate maps=DIR prompts=FILE strengths=[0,0.5,1]``: steered text (or images), side by side.
+
+Maps fitted on a diffusers pipeline (or ``model=`` a pipeline folder, e.g. a merged one) give images
+instead: a grid PNG (``image_grid``, rows = prompt x seed, columns = strengths) made by
+:func:`lineas.images.render` with the folder's call settings, overridable as ``pipeline.KEY=VALUE``.
 
 For each prompt of ``prompts`` (``.txt``, ``.jsonl`` or ``.csv``; see
 :func:`lineas.datamodules.read_prompts`) one continuation is generated per strength, with the maps
@@ -255,6 +259,10 @@ def run(cfg: DictConfig) -> list[dict[str, Any]]:
         spec = cfg.model
         strengths = []
         label = "merged" if (Path(resolve_model(spec)) / MERGE_RECORD).is_file() else "model"
+    from lineas.pipelines import is_pipeline
+
+    if is_pipeline(spec, maps.info.get("model_type") if maps is not None else None):
+        return _run_images(cfg, spec, prompts, maps, strengths, device)
     model, tokenizer = load_model(spec, cfg.dtype, device)
     if maps is not None:
         fitted_on = maps.info.get("model_type")
@@ -276,6 +284,27 @@ def run(cfg: DictConfig) -> list[dict[str, Any]]:
     if cfg.tb_dir:
         log_tensorboard(cfg.tb_dir, rows, config=OmegaConf.to_container(cfg, resolve=True))
         print(f"TensorBoard text: {cfg.tb_dir} (tag 'generations')")
+    return rows
+
+
+def _run_images(cfg: DictConfig, spec: str, prompts: list[str], maps: AffineMaps | None,
+                strengths: list[float], device: str) -> list[dict[str, Any]]:
+    """The CLI's text-to-image path: one grid PNG, and one row per prompt x seed x strength."""
+    from lineas.images import grid, render, save_png
+    from lineas.pipelines import call_defaults, family_of, load_pipeline
+
+    pipe = load_pipeline(spec, cfg.dtype).to(device)
+    if maps is not None:
+        fitted_on = maps.info.get("model_type")
+        if fitted_on and fitted_on != family_of(pipe):
+            raise SystemExit(f"the maps were fitted on a {fitted_on} pipeline; {spec} is a {family_of(pipe)} pipeline")
+        maps.to(device)
+    settings = {**call_defaults(spec), **{k: v for k, v in cfg.pipeline.items() if v is not None}}
+    images = render(pipe, prompts, list(cfg.seeds), maps, strengths, **settings)
+    path = save_png(cfg.image_grid, grid(images))
+    columns = [f"{s:g}" for s in strengths] if maps is not None else ["merged" if (Path(resolve_model(spec)) / MERGE_RECORD).is_file() else "model"]
+    rows = [{"prompt": p, "seed": int(seed), "column": c} for c in columns for p in prompts for seed in cfg.seeds]
+    print(f"{len(prompts)} prompts x {len(cfg.seeds)} seeds x columns {columns}: {path}")
     return rows
 
 

