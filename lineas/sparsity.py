@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import asdict, dataclass
 
 import torch
@@ -27,12 +28,23 @@ class Sparsity:
     """Penalty ``l1*||u||_1 + group*sqrt(D)*||u||_2`` on ``u = omega-1`` and (times ``beta_scale``) on ``beta``.
 
     Each site's vector is one group. ``eps`` is the threshold of the reported support.
+
+    With Adam, whose steps move a coordinate by about ``lr`` whatever its gradient's size, the soft
+    threshold ``lr*l1`` competes with the step itself: ``l1 >= 1`` cancels nearly every step (the maps
+    stay at identity), and below 1 a coordinate survives when its gradient keeps one sign from batch
+    to batch. With the same prompts in every batch nearly all coordinates do, so ``l1`` then mostly
+    slows the maps down; batches smaller than the fitting set make the selection real.
     """
 
     l1: float = 0.0
     group: float = 0.0
     beta_scale: float = 1.0
     eps: float = 1e-5
+
+    def __post_init__(self) -> None:
+        if self.l1 >= 1:
+            warnings.warn(f"sparsity.l1={self.l1} >= 1: with Adam the soft threshold cancels about every step, "
+                          "so the maps will stay near identity; try values in (0, 1)", stacklevel=3)
 
     @property
     def active(self) -> bool:

@@ -151,3 +151,22 @@ def test_support_counts_a_dimension_once_and_identity_is_empty():
         maps.omega[0].copy_(torch.tensor([1.5, 1.0, 1.5, 1.0]))
         maps.beta[0].copy_(torch.tensor([0.5, 0.5, 0.0, 0.0]))
     assert maps.support() == {"a": 3, "total": 3}
+
+
+def test_l1_of_one_cancels_adams_first_step():
+    # Adam's first step moves every coordinate by exactly lr; a soft threshold of lr*l1 >= lr undoes it.
+    lr = 0.05
+    for l1, moved in ((1.0, False), (0.9, True)):
+        maps = AffineMaps(["a", "b"], [6, 3])
+        opt = torch.optim.Adam(maps.parameters(), lr=lr, betas=(0.9, 0.9))
+        sum(((w - 2) ** 2).sum() + ((b + 3) ** 2).sum() for w, b in zip(maps.omega, maps.beta)).backward()
+        opt.step()
+        if l1 >= 1:
+            with pytest.warns(UserWarning, match="l1=1.0 >= 1"):
+                sparsity = Sparsity(l1=l1)
+        else:
+            sparsity = Sparsity(l1=l1)
+        sparsity.prox_(maps, tau=lr)
+        assert (maps.support()["total"] > 0) == moved
+        if moved:  # what survives is the step minus the threshold: lr * (1 - l1)
+            torch.testing.assert_close(maps.omega[0], torch.full((6,), 1 + lr * (1 - l1)))
