@@ -17,11 +17,12 @@ from lineas.hooks import attach
 from lineas.loss import pool, sorted_w2
 from lineas.maps import AffineMaps, MapsFileError, load_maps
 from lineas.module import LinEASModule
+from lineas.pipelines import DiffusionPipe
 from lineas.sites import PRESETS, Site, SiteError, resolve_sites
 from lineas.sparsity import Sparsity
 from lineas.zoo import resolve_model
 
 __all__ = [
-    "AffineMaps", "CausalLM", "LinEASModule", "MapsFileError", "PRESETS", "Site", "SiteError", "Sparsity",
+    "AffineMaps", "CausalLM", "DiffusionPipe", "LinEASModule", "MapsFileError", "PRESETS", "Site", "SiteError", "Sparsity",
     "attach", "fit", "load_maps", "pool", "resolve_model", "resolve_sites", "sorted_w2",
 ]
