@@ -48,8 +48,8 @@ def mean_shift_(module: LinEASModule, dm: PromptPairDataModule) -> None:
 def linear_act_(module: LinEASModule, dm: PromptPairDataModule) -> None:
     """Linear-AcT, incremental: site by site, source and target re-collected with earlier maps applied."""
     for k in range(len(module.sites)):
-        source = module.collect(dm.source_dataloader("fit"), with_maps=True)[k]
-        target = module.collect(dm.target_dataloader("fit"), with_maps=True)[k]
+        (source,) = module.collect(dm.source_dataloader("fit"), with_maps=True, site=k)
+        (target,) = module.collect(dm.target_dataloader("fit"), with_maps=True, site=k)
         omega, beta = sorted_affine_fit(source, target)
         module.maps.omega[k].copy_(omega)
         module.maps.beta[k].copy_(beta)

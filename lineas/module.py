@@ -122,17 +122,20 @@ class LinEASModule(L.LightningModule):
         self.base.eval()  # frozen base: dropout stays off while the maps train
         return self
 
-    def pooled(self, batch: dict[str, Any], with_maps: bool) -> list[torch.Tensor]:
-        """Per site, the pooled float32 samples ``(N, D)`` of ``batch`` (maps active or not)."""
+    def pooled(self, batch: dict[str, Any], with_maps: bool, site: int | None = None) -> list[torch.Tensor]:
+        """Per site, the pooled float32 samples ``(N, D)`` of ``batch`` (maps active or not).
+
+        With ``site=k``, only site ``k``'s samples, from a forward that stops right after it.
+        """
         capture: dict = {}
         checkpoint = self._checkpoint if with_maps and torch.is_grad_enabled() else ()
+        stop = self.sites[site] if site is not None else self.last_site if self.early_exit else None
         with attach(self.base, self.sites, self.maps if with_maps else None, capture,
-                    stop_after=self.last_site if self.early_exit else None, checkpoint=checkpoint), \
-                self._prefix_of(batch):
+                    stop_after=stop, checkpoint=checkpoint), self._prefix_of(batch):
             self.backbone.forward(batch)
         mask = self.backbone.position_mask(batch)
         check_mask(mask)
-        return [pool(capture[s], mask, self.pooling) for s in self.sites]
+        return [pool(capture[s], mask, self.pooling) for s in (self.sites if site is None else [self.sites[site]])]
 
     def gather(self, pooled: list[torch.Tensor]) -> list[torch.Tensor]:
         """Per site, the samples of every rank (identity on one process).
@@ -153,9 +156,9 @@ class LinEASModule(L.LightningModule):
         return list(everything.split([p.shape[1] for p in pooled], dim=1))
 
     @torch.no_grad()
-    def collect(self, batches: Iterable[dict[str, Any]], with_maps: bool) -> list[torch.Tensor]:
+    def collect(self, batches: Iterable[dict[str, Any]], with_maps: bool, site: int | None = None) -> list[torch.Tensor]:
         """:meth:`pooled` over several batches, concatenated per site."""
-        parts = [self.pooled(move_data_to_device(b, self.device), with_maps) for b in batches]
+        parts = [self.pooled(move_data_to_device(b, self.device), with_maps, site) for b in batches]
         return [torch.cat(p) for p in zip(*parts)]
 
     def site_w2(self, pooled: list[torch.Tensor], targets_sorted: list[torch.Tensor]) -> torch.Tensor:
