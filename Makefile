@@ -27,7 +27,7 @@ test: install
 	$(PY) -m pytest -q $(ARGS)
 
 test-quick: install
-	$(PY) -m pytest -q -m "not slow" $(ARGS)
+	$(PY) -m pytest -q -m "not slow" -n 2 $(ARGS)
 
 bench: install
 	$(PY) benchmarks/fit_step.py $(ARGS)
