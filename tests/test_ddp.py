@@ -37,18 +37,35 @@ def max_rel_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> floa
     return max((a[k] - b[k]).abs().max().item() for k in a) / scale
 
 
-# `token` pooling gives each rank a different number of samples (its prompts' lengths differ).
 # The maps are compared at lr 1e-3 (official default): Adam divides each gradient by its own running
 # scale, so float32 summation-order noise on near-cancelling coordinates (1e-7 relative to the largest
 # gradient) becomes noise of order lr in the update; at the tiny recipe's lr 3e-2 the maps differ by
 # up to ~2e-5 after 3 steps. Adam is also blind to a uniform gradient factor (a spurious world size),
 # so the first step's gradients are compared too, where such a factor would show as a 50% error.
+LR = "module.lr=1e-3"
+
+
+@pytest.fixture(scope="module")
+def one_process(tmp_path_factory):
+    """The reference: one process taking all 32 fitting prompts per step; one run per pooling."""
+    runs = {}
+
+    def get(pooling: str = "mean") -> tuple[lineas.AffineMaps, dict[str, torch.Tensor], str]:
+        if pooling not in runs:
+            runs[pooling] = fit(tmp_path_factory.mktemp(f"one_{pooling}"), "data.batch_size=32", LR,
+                                f"module.pooling={pooling}")
+        return runs[pooling]
+
+    return get
+
+
+# `token` pooling gives each rank a different number of samples (its prompts' lengths differ).
 @pytest.mark.parametrize("pooling", ["mean", "token"])
-def test_ddp_equals_one_process_on_the_global_batch(tmp_path, pooling):
-    # 32 fitting prompts: one process takes all 32 per step, two ranks 16 each.
-    opts = (f"module.pooling={pooling}", "module.lr=1e-3")
-    single, single_grads, _ = fit(tmp_path / "one", "data.batch_size=32", *opts)
-    ddp, ddp_grads, _ = fit(tmp_path / "two", "data.batch_size=16", *opts, *TWO_RANKS, "trainer.strategy=ddp")
+def test_ddp_equals_one_process_on_the_global_batch(tmp_path, one_process, pooling):
+    # Two ranks take 16 of the 32 prompts each.
+    single, single_grads, _ = one_process(pooling)
+    ddp, ddp_grads, _ = fit(tmp_path / "two", "data.batch_size=16", LR, f"module.pooling={pooling}", *TWO_RANKS,
+                            "trainer.strategy=ddp")
     moved = max((w - 1).abs().max().item() for w in single.omega)
     assert moved > 1e-3  # the maps really moved
     assert max_diff(single, ddp) <= 1e-5
@@ -58,16 +75,15 @@ def test_ddp_equals_one_process_on_the_global_batch(tmp_path, pooling):
     assert not list(tmp_path.glob("two/*/maps"))
 
 
-def test_half_batch_without_gather_would_differ(tmp_path):
+def test_half_batch_without_gather_would_differ(tmp_path, one_process):
     # The checks above are not vacuous: one process on 16 of the 32 prompts gives other gradients.
-    _, single_grads, _ = fit(tmp_path / "one", "data.batch_size=32")
-    _, half_grads, _ = fit(tmp_path / "half", "data.batch_size=16")
-    assert max_rel_diff(single_grads, half_grads) > 1e-2
+    _, half_grads, _ = fit(tmp_path / "half", "data.batch_size=16", LR)
+    assert max_rel_diff(one_process()[1], half_grads) > 1e-2
 
 
-def test_fsdp2_shards_the_base_and_fits_the_same_maps(tmp_path):
-    single, single_grads, _ = fit(tmp_path / "one", "data.batch_size=32", "module.lr=1e-3")
-    fsdp, fsdp_grads, stdout = fit(tmp_path / "two", "data.batch_size=16", "module.lr=1e-3", *TWO_RANKS,
+def test_fsdp2_shards_the_base_and_fits_the_same_maps(tmp_path, one_process):
+    single, single_grads, _ = one_process()
+    fsdp, fsdp_grads, stdout = fit(tmp_path / "two", "data.batch_size=16", LR, *TWO_RANKS,
                                    "trainer.strategy={_target_:lightning.pytorch.strategies.ModelParallelStrategy}")
     assert "FSDPLlamaForCausalLM" in stdout  # the model summary names the fully_shard-ed base
     assert max_diff(single, fsdp) <= 1e-5
