@@ -17,8 +17,14 @@ class ExportMerged(L.Callback):
         self.dtype = dtype
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.is_global_zero:
-            from lineas.export import export  # lazily: `python -m lineas.export` must not find it imported
+        if not trainer.is_global_zero:
+            return
+        maps = pl_module.fitted_maps()
+        if maps.clipped:
+            rank_zero_info("merged checkpoint: skipped, the maps are clipped (live only); refit with "
+                           "module.clip=false for mergeable maps")
+            return
+        from lineas.export import export  # lazily: `python -m lineas.export` must not find it imported
 
-            export(pl_module.fitted_maps(), self.dirpath, strength=self.strength, overwrite=True, dtype=self.dtype)
-            rank_zero_info(f"merged checkpoint (strength {self.strength}): {self.dirpath}")
+        export(maps, self.dirpath, strength=self.strength, overwrite=True, dtype=self.dtype)
+        rank_zero_info(f"merged checkpoint (strength {self.strength}): {self.dirpath}")

@@ -22,14 +22,15 @@ from lineas.atomic import write_json, write_jsonl
 from lineas.datamodules import read_prompts
 from lineas.generate import generate, load_model
 from lineas.maps import AffineMaps, load_maps
-from lineas.metrics.perplexity import perplexity
+from lineas.metrics.perplexity import perplexity_with_se
 from lineas.metrics.toxicity import Toxicity
 
 
 def evaluate(model: nn.Module, tokenizer: Any, maps: AffineMaps | None, strengths: Sequence[float],
              prompts: list[str], neutral: list[str], generation: dict[str, Any], threshold: float = 0.5,
              progress: bool = True) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Per strength: toxicity (mean, rate above ``threshold``) of sampled continuations and perplexity.
+    """Per strength: toxicity (mean, rate above ``threshold``) of sampled continuations and perplexity,
+    with the standard errors of the mean toxicity (over continuations) and of the perplexity (over texts).
 
     Returns the metric rows and the generated rows. ``maps=None`` evaluates ``model`` as it is
     (e.g. a merged checkpoint) once, reported at strength 1.
@@ -41,9 +42,9 @@ def evaluate(model: nn.Module, tokenizer: Any, maps: AffineMaps | None, strength
         toxicity.update([r["continuation"] for r in rows])
         tox = toxicity.compute()
         with maps.apply(model, strength=lam) if maps is not None else nullcontext():
-            ppl = perplexity(model, tokenizer, neutral, progress=progress)
+            ppl, ppl_se = perplexity_with_se(model, tokenizer, neutral, progress=progress)
         metrics.append({"strength": lam, "toxicity_mean": float(tox["mean"]), "toxicity_rate": float(tox["rate"]),
-                        "perplexity": ppl})
+                        "perplexity": ppl, "toxicity_mean_se": float(tox["se"]), "perplexity_se": ppl_se})
         generations += rows
     return metrics, generations
 
@@ -98,19 +99,24 @@ def write_report(out: Path, record: dict[str, Any], rows: list[dict[str, Any]]) 
                 writer.add_scalar(f"eval/{key}", m[key], round(100 * m["strength"]))
 
 
-def run(cfg: DictConfig) -> list[dict[str, Any]]:
-    """The CLI: load, evaluate, write metrics.json, metrics.png, generations.jsonl, TensorBoard."""
+def load_texts(cfg: DictConfig) -> tuple[list[str], list[str], dict[str, Any]]:
+    """The prompts, the neutral sentences and the sampling settings of an ``evaluate.yaml`` config."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    prompts = read_prompts(cfg.prompts)[: cfg.num_prompts]
+    neutral = read_prompts(cfg.perplexity_texts)[: cfg.num_perplexity_texts]
+    return prompts, neutral, OmegaConf.to_container(cfg.generation, resolve=True)
+
+
+def run(cfg: DictConfig) -> list[dict[str, Any]]:
+    """The CLI: load, evaluate, write metrics.json, metrics.png, generations.jsonl, TensorBoard."""
     maps = load_maps(cfg.maps) if cfg.maps else None
     spec = cfg.model or (maps.info["base_model"] if maps is not None else None)
     if spec is None:
         raise SystemExit("give maps=DIR (a maps folder) or model=FOLDER (e.g. a merged checkpoint)")
     out = Path(cfg.output_dir or (Path(cfg.maps).parent / "eval" if cfg.maps else "eval"))
     model, tokenizer = load_model(spec, cfg.dtype)
-    prompts = read_prompts(cfg.prompts)[: cfg.num_prompts]
-    neutral = read_prompts(cfg.perplexity_texts)[: cfg.num_perplexity_texts]
-    generation = OmegaConf.to_container(cfg.generation, resolve=True)
+    prompts, neutral, generation = load_texts(cfg)
     metrics, rows = evaluate(model, tokenizer, maps, list(cfg.strengths), prompts, neutral, generation,
                              cfg.threshold, cfg.progress)
     record = {"model": spec, "maps": str(cfg.maps) if cfg.maps else None, "prompts": len(prompts),

@@ -9,6 +9,7 @@ with ``AutoModelForCausalLM.from_pretrained(OUT)``; for a diffusers pipeline (ma
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any, Callable
 
@@ -18,8 +19,8 @@ from omegaconf import DictConfig
 
 from lineas.atomic import atomic_dir
 from lineas.backbones import _dtype
-from lineas.maps import AffineMaps, load_maps
-from lineas.merge import MergeError, merge_
+from lineas.maps import AffineMaps, MapsFileError, load_maps
+from lineas.merge import MergeError, check_unclipped, merge_
 from lineas.pipelines import CALL_DEFAULTS, PipelineModules, is_pipeline, load_pipeline
 from lineas.zoo import resolve_model
 
@@ -31,6 +32,7 @@ def export(maps: str | Path | AffineMaps, output_dir: str | Path, strength: floa
     if output_dir.exists() and not overwrite:
         raise FileExistsError(f"{output_dir} exists; pass overwrite=true to replace it")
     maps = maps if isinstance(maps, AffineMaps) else load_maps(maps)
+    check_unclipped(maps)  # before loading the base
     spec = model or maps.info.get("base_model")
     if spec is None:
         raise MergeError("the maps do not name their base model: pass model=ID_OR_PATH")
@@ -75,8 +77,12 @@ def _load_base(spec: str, pipeline: bool) -> tuple[Any, Any, Callable[[Path], No
 
 @hydra.main(config_path="conf", config_name="export", version_base="1.3")
 def _main(cfg: DictConfig) -> None:
-    out = export(cfg.maps, cfg.output_dir, strength=cfg.strength, model=cfg.model, overwrite=cfg.overwrite,
-                 dtype=cfg.dtype)
+    try:
+        out = export(cfg.maps, cfg.output_dir, strength=cfg.strength, model=cfg.model, overwrite=cfg.overwrite,
+                     dtype=cfg.dtype)
+    except (MergeError, MapsFileError, FileExistsError) as err:  # the user's to fix: one line, no traceback
+        print(f"lineas.export: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
     print(f"merged checkpoint: {out}")
 
 

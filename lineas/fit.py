@@ -22,7 +22,9 @@ def fit(model: str | Backbone, source: str | Path | list[str], target: str | Pat
         pooling: Pooling = "mean", sparsity: Sparsity | None = None, normalize: bool = False,
         shift: bool = True, estimator: str = "lineas", batch_size: int = 32,
         num_fit: int | None = None, heldout_fraction: float = 0.25, seed: int = 0,
-        checkpointing: bool = False, prefix_cache: bool = False, output_dir: str | Path | None = None, **trainer_kwargs: Any) -> AffineMaps:
+        checkpointing: bool = False, prefix_cache: bool = False, clip: bool = False,
+        clip_quantiles: Sequence[float] = (0.0, 100.0), output_dir: str | Path | None = None,
+        **trainer_kwargs: Any) -> AffineMaps:
     """Fit LinEAS maps that move ``source`` prompts' activations towards ``target``'s.
 
     ``model`` is a model spec (hub id, folder, ``offline:...``, ``tiny:...``) or a :class:`Backbone`;
@@ -35,7 +37,8 @@ def fit(model: str | Backbone, source: str | Path | list[str], target: str | Pat
     datamodule = PromptPairDataModule(source, target, collate_fn=backbone.collate, batch_size=batch_size,
                                       num_fit=num_fit, heldout_fraction=heldout_fraction, seed=seed)
     module = LinEASModule(backbone, sites=sites, pooling=pooling, lr=lr, sparsity=sparsity, normalize=normalize,
-                          shift=shift, estimator=estimator, checkpointing=checkpointing, prefix_cache=prefix_cache)
+                          shift=shift, estimator=estimator, checkpointing=checkpointing, prefix_cache=prefix_cache,
+                          clip=clip, clip_quantiles=clip_quantiles)
     callbacks: list[L.Callback] = []
     logger: Any = False
     if output_dir is not None:

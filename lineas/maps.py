@@ -19,7 +19,7 @@ from lineas.sites import Site
 WEIGHTS = "maps.safetensors"
 CONFIG = "lineas.json"
 FORMAT = "lineas-maps/1"
-RESERVED = {"format", "strength", "sites", "support", "versions"}
+RESERVED = {"format", "strength", "sites", "support", "support_fraction", "versions", "clipped"}
 
 
 class MapsFileError(ValueError):
@@ -31,6 +31,11 @@ class AffineMaps(nn.Module):
 
     At strength ``lam`` a site output ``z`` becomes ``(1 + lam*(omega-1)) * z + lam*beta``:
     ``lam=0`` is the base model, ``lam=1`` the fitted map.
+
+    A site may carry *bounds* ``lo, hi`` (Linear-AcT's support clip, LINEAS.md section 6): the map then
+    changes a value only where ``lo < z < hi`` and passes every other value unchanged. On a 4-D feature
+    map the rule is decided on each channel's spatial mean ``m``, and ``T(m) - m`` is added to every
+    pixel. A clipped map is piecewise, so it works live (:meth:`apply`) but does not fold into weights.
     """
 
     def __init__(
@@ -46,6 +51,7 @@ class AffineMaps(nn.Module):
         self.sites = [Site.parse(s) for s in sites]
         self.omega = nn.ParameterList([nn.Parameter(torch.ones(d)) for d in dims])
         self.beta = nn.ParameterList([nn.Parameter(torch.zeros(d)) for d in dims])
+        self.bounds: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * len(dims)
         self.strength = strength
         reserved = set(info or {}) & RESERVED
         if reserved:
@@ -67,6 +73,18 @@ class AffineMaps(nn.Module):
             warnings.warn(f"strength {lam} is outside [0, 1]: the maps extrapolate", stacklevel=2)
         self._strength = lam
 
+    @property
+    def clipped(self) -> bool:
+        """Whether any site's map is clipped to bounds (live only, not mergeable)."""
+        return any(b is not None for b in self.bounds)
+
+    def clip_(self, i: int, lo: torch.Tensor, hi: torch.Tensor) -> None:
+        """Restrict site ``i``'s map to values strictly inside ``(lo, hi)`` (each of shape ``(D,)``)."""
+        d = self.dims[i]
+        if lo.shape != (d,) or hi.shape != (d,):
+            raise ValueError(f"site {self.sites[i]}: bounds of shapes {tuple(lo.shape)}, {tuple(hi.shape)}, expected ({d},)")
+        self.bounds[i] = (lo.detach().float().cpu().contiguous(), hi.detach().float().cpu().contiguous())
+
     def coefficients(self, i: int, strength: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """``(w, b)`` of site ``i`` at ``strength`` (the maps' own by default)."""
         lam = self._strength if strength is None else strength
@@ -74,10 +92,17 @@ class AffineMaps(nn.Module):
 
     def transform(self, i: int, t: torch.Tensor) -> torch.Tensor:
         """Map site ``i``'s output ``t`` along its channel axis; computed in float32, cast back."""
-        w, b = self.coefficients(i)
         shape = [1] * t.ndim
         shape[channel_dim(t)] = -1
-        return (t.float() * w.to(t.device).view(shape) + b.to(t.device).view(shape)).to(t.dtype)
+        w, b = (c.to(t.device).view(shape) for c in self.coefficients(i))
+        z = t.float()
+        if self.bounds[i] is None:
+            return (z * w + b).to(t.dtype)
+        lo, hi = (c.to(t.device).view(shape) for c in self.bounds[i])
+        if t.ndim == 4:
+            m = z.mean((2, 3), keepdim=True)
+            return (z + torch.where((lo < m) & (m < hi), (w - 1) * m + b, 0.0)).to(t.dtype)
+        return torch.where((lo < z) & (z < hi), z * w + b, z).to(t.dtype)
 
     @contextmanager
     def at_strength(self, strength: float | None) -> Iterator[AffineMaps]:
@@ -111,16 +136,22 @@ class AffineMaps(nn.Module):
         for s, w, b in zip(self.sites, self.omega, self.beta):
             out[f"{s}.omega"] = w.detach().float().cpu().contiguous()
             out[f"{s}.beta"] = b.detach().float().cpu().contiguous()
+        for s, bounds in zip(self.sites, self.bounds):
+            if bounds is not None:
+                out[f"{s}.lo"], out[f"{s}.hi"] = bounds
         return out
 
     def save(self, path: str | Path, overwrite: bool = True) -> Path:
         """Write ``path/maps.safetensors`` and ``path/lineas.json`` (atomically)."""
+        support = self.support(self.info.get("sparsity", {}).get("eps", 1e-5))
         meta = {
             "format": FORMAT,
             **self.info,
             "strength": self._strength,
+            "clipped": self.clipped,
             "sites": [{"site": str(s), "dim": d} for s, d in zip(self.sites, self.dims)],
-            "support": self.support(self.info.get("sparsity", {}).get("eps", 1e-5)),
+            "support": support,
+            "support_fraction": support["total"] / max(1, sum(self.dims)),
             "versions": _versions(),
         }
         with atomic_dir(path, overwrite=overwrite) as tmp:
@@ -141,7 +172,10 @@ class AffineMaps(nn.Module):
             raise MapsFileError(f"{path / CONFIG}: not valid JSON ({err})") from None
         if meta.get("format") != FORMAT:
             raise MapsFileError(f"{path / CONFIG}: format {meta.get('format')!r}, expected {FORMAT!r}")
-        tensors = load_file(path / WEIGHTS)
+        try:
+            tensors = load_file(path / WEIGHTS)
+        except Exception as err:  # safetensors raises its own error types for truncated / foreign files
+            raise MapsFileError(f"{path / WEIGHTS}: not a readable safetensors file ({err})") from None
         sites = [e["site"] for e in meta["sites"]]
         dims = [e["dim"] for e in meta["sites"]]
         info = {k: v for k, v in meta.items() if k not in RESERVED}
@@ -153,7 +187,18 @@ class AffineMaps(nn.Module):
                     if t is None or t.shape != (d,):
                         got = "missing" if t is None else tuple(t.shape)
                         raise MapsFileError(f"{path / WEIGHTS}: {s}.{name} is {got}, expected ({d},)")
+                    if not torch.isfinite(t).all():
+                        raise MapsFileError(f"{path / WEIGHTS}: {s}.{name} holds non-finite values; refit the maps")
                     param.copy_(t)
+        for i, s in enumerate(sites):
+            lo, hi = tensors.get(f"{s}.lo"), tensors.get(f"{s}.hi")
+            if (lo is None) != (hi is None):
+                raise MapsFileError(f"{path / WEIGHTS}: site {s} has only one of {s}.lo / {s}.hi")
+            if lo is not None:
+                try:
+                    maps.clip_(i, lo, hi)
+                except ValueError as err:
+                    raise MapsFileError(f"{path / WEIGHTS}: {err}") from None
         return maps
 
 

@@ -100,6 +100,15 @@ def _nearest_preset(model_type: str) -> str:
     return f"presets for {model_type}: {names}" if names else "choose Linear or norm outputs"
 
 
+def check_unclipped(maps: AffineMaps) -> None:
+    """Refuse clipped maps: a map applied only inside bounds is piecewise and folds into no weight."""
+    if maps.clipped:
+        raise MergeError(
+            "these maps are clipped to the source's range (Linear-AcT's support clip): a piecewise map cannot "
+            "fold into weights. Use them live (maps.apply, or generate / evaluate with maps=DIR), or refit "
+            "with module.clip=false for a mergeable, unclipped map.")
+
+
 def consumers(model: nn.Module, site: Site) -> list[str]:
     """Names of the Linear layers fed by a norm site (empty if unknown)."""
     model_type = model.config.model_type
@@ -109,6 +118,7 @@ def consumers(model: nn.Module, site: Site) -> list[str]:
 
 def plan(model: nn.Module, maps: AffineMaps, strength: float | None = None) -> MergePlan:
     """Check that every site of ``maps`` folds into ``model``; raise :class:`MergeError` otherwise."""
+    check_unclipped(maps)
     modules = dict(model.named_modules())
     model_type = model.config.model_type
     out = MergePlan()

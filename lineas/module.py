@@ -11,7 +11,7 @@ import torch
 from lightning.fabric.utilities.apply_func import move_data_to_device
 
 from lineas.backbones import Backbone
-from lineas.estimators import ESTIMATORS
+from lineas.estimators import ESTIMATORS, fit_incremental_, quantile_levels
 from lineas.hooks import attach, probe
 from lineas.loss import Pooling, check_mask, pool, sorted_w2
 from lineas.maps import AffineMaps
@@ -31,13 +31,16 @@ class LinEASModule(L.LightningModule):
     maps), pools each site's output, and compares it to the cached, sorted pooled outputs of the
     target prompts run without maps: loss = mean over sites of the mean over dimensions of the squared
     1-D W2 distance. The forward stops right after the last site (``early_exit``). After every
-    optimizer step the proximal operator of ``sparsity`` is applied with step size = current lr.
+    optimizer step the proximal operator of ``sparsity`` is applied in the optimizer's metric (for Adam,
+    per coordinate ``lr / (sqrt(v_hat) + eps)``), so the fixed points minimise W2 + penalty.
     With ``normalize``, each dimension's W2 is divided by the variance of the fitting targets in that
     dimension, so that a few massive-activation dimensions do not dominate the loss (not in the paper).
     With ``shift=False`` the maps are scale-only (``beta`` stays 0): they fold into the weights of
     architectures that have no bias to receive a shift (Mistral, Phi-3, Qwen2's MLP).
     ``estimator`` ``linear_act`` or ``mean_shift`` fills the maps in closed form when fitting starts
-    (the baselines of :mod:`lineas.estimators`; run them with ``max_steps=0``).
+    (the baselines of :mod:`lineas.estimators`, as the official Linear-AcT code runs them; run them with
+    ``max_steps=0``); with ``clip`` their maps act only strictly inside the ``clip_quantiles`` (percent)
+    of each site's pooled source samples (official: min and max), which makes them live-only maps.
     ``checkpointing`` recomputes, in the backward pass, the activations of the blocks from the first
     site's to the last site's (memory for compute; same loss and gradients). ``prefix_cache`` stores,
     per prompt, the hidden states entering the first site's block and starts later forwards there
@@ -50,7 +53,8 @@ class LinEASModule(L.LightningModule):
                  lr: float = 1e-3, betas: Sequence[float] = (0.9, 0.9), weight_decay: float = 0.0,
                  min_lr_ratio: float = 1e-3, sparsity: Sparsity | None = None, early_exit: bool = True,
                  normalize: bool = False, shift: bool = True, estimator: str = "lineas",
-                 checkpointing: bool = False, prefix_cache: bool = False) -> None:
+                 checkpointing: bool = False, prefix_cache: bool = False, clip: bool = False,
+                 clip_quantiles: Sequence[float] = (0.0, 100.0)) -> None:
         super().__init__()
         self.backbone = backbone
         self.base = backbone.model.requires_grad_(False).eval()
@@ -64,12 +68,19 @@ class LinEASModule(L.LightningModule):
         self._checkpoint, self._prefix = self._block_plan(checkpointing, prefix_cache, backbone)
         if estimator != "lineas" and estimator not in ESTIMATORS:
             raise ValueError(f"estimator {estimator!r}: choose lineas, {', '.join(ESTIMATORS)}")
+        if clip and estimator == "lineas":
+            raise ValueError("module.clip applies to the closed-form baselines (estimator=linear_act or "
+                             "mean_shift); LinEAS maps are fitted unclipped")
         self.estimator = estimator
+        if clip:
+            quantile_levels(clip_quantiles)  # refuse bad quantiles before any forward pass
+        self.clip_quantiles = tuple(float(q) for q in clip_quantiles) if clip else None
         self.normalize = normalize
         self.maps = AffineMaps(self.sites, dims, info={
             "base_model": backbone.spec,
             "model_type": getattr(getattr(self.base, "config", None), "model_type", None),
             "estimator": estimator,
+            "clip_quantiles": list(self.clip_quantiles) if self.clip_quantiles else None,
             "pooling": pooling,
             "normalize": normalize,
             "shift": shift,
@@ -225,7 +236,12 @@ class LinEASModule(L.LightningModule):
                             "backbone.dtype=bfloat16 and keep trainer.precision=32-true or bf16-mixed")
         self._cache_targets()
         if self.estimator != "lineas":
-            ESTIMATORS[self.estimator](self, self.trainer.datamodule)
+            fit_incremental_(self.maps, self._collect_fit_site, ESTIMATORS[self.estimator], self.clip_quantiles)
+
+    def _collect_fit_site(self, side: str, site: int) -> torch.Tensor:
+        dm = self.trainer.datamodule
+        loader = dm.source_dataloader("fit") if side == "source" else dm.target_dataloader("fit")
+        return self.collect(loader, with_maps=True, site=site)[0]
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         losses = self.site_w2(self.gather(self.pooled(batch, with_maps=True)), self._targets["fit"])
@@ -243,7 +259,7 @@ class LinEASModule(L.LightningModule):
 
     def optimizer_step(self, epoch: int, batch_idx: int, optimizer: Any, optimizer_closure: Any = None) -> None:
         super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
-        self.sparsity.prox_(self.maps, tau=optimizer.param_groups[0]["lr"])
+        self.sparsity.prox_(self.maps, optimizer)
         support = self.maps.support(self.sparsity.eps)
         self.log("train/support", float(support["total"]), prog_bar=self.sparsity.active)
 

@@ -1,4 +1,5 @@
-"""Closed-form baselines: Linear-AcT against brute-force least squares; mean shift; incremental fitting."""
+"""Closed-form baselines: least squares against brute force; Linear-AcT and mean shift against an independent
+numpy implementation of the official algorithm (incremental, clipped, per token)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import torch
 import lineas
 from lineas.config import data_path
 from lineas.datamodules import PromptPairDataModule
-from lineas.estimators import linear_act_, mean_shift_, sorted_affine_fit
+from lineas.estimators import source_bounds, sorted_affine_fit
 
 
 @pytest.mark.parametrize("n,m", [(8, 8), (6, 4), (3, 7)])
@@ -35,42 +36,119 @@ def test_constant_dimension_keeps_identity_scale():
     assert omega[0].item() == 1.0 and torch.isfinite(beta).all()
 
 
-@pytest.fixture
-def module_and_data(tiny_llama):
-    dm = PromptPairDataModule(data_path("toxicity/toxic.txt"), data_path("tiny/polite.txt"),
-                              collate_fn=tiny_llama.collate, num_fit=16)
-    return lineas.LinEASModule(tiny_llama, sites="mlp_out"), dm
+class _Stop(Exception):
+    pass
 
 
-def test_mean_shift_matches_the_mean_difference(module_and_data):
-    module, dm = module_and_data
-    mean_shift_(module, dm)
-    src = module.collect(dm.source_dataloader("fit"), with_maps=False)
-    tgt = module.collect(dm.target_dataloader("fit"), with_maps=False)
-    for k in range(4):
-        assert torch.equal(module.maps.omega[k].detach(), torch.ones(64))
-        torch.testing.assert_close(module.maps.beta[k].detach(), tgt[k].mean(0) - src[k].mean(0))
+def _numpy_map_hook(omega, beta, lo, hi, lam: float):
+    """The official hook: ``z + lam*(T(z) - z)`` where ``lo < z < hi`` (per token), ``z`` elsewhere; float32."""
+    w = (1 + lam * (omega - 1)).astype(np.float32)
+    b = (lam * beta).astype(np.float32)
+
+    def hook(module, args, out):
+        z = out.detach().numpy()
+        return torch.from_numpy(np.where((lo < z) & (z < hi), z * w + b, z).astype(np.float32))
+
+    return hook
 
 
-def test_linear_act_is_incremental(module_and_data):
-    module, dm = module_and_data
-    linear_act_(module, dm)
-    # Site k's map was fitted on outputs produced with the maps of sites < k applied (on both sides).
-    # So the source with maps <= k against the target with maps < k re-fits to the identity.
-    src = module.collect(dm.source_dataloader("fit"), with_maps=True)
-    for k in range(4):
-        saved = module.maps.omega[k].detach().clone(), module.maps.beta[k].detach().clone()
-        with torch.no_grad():
-            module.maps.omega[k].fill_(1.0)
-            module.maps.beta[k].zero_()
-            tgt = module.collect(dm.target_dataloader("fit"), with_maps=True)[k]
-            module.maps.omega[k].copy_(saved[0])
-            module.maps.beta[k].copy_(saved[1])
-        positive = saved[0] > 0  # a negative scale reverses the sort order
-        assert positive.float().mean() > 0.5
-        omega, beta = sorted_affine_fit(src[k], tgt)
-        torch.testing.assert_close(omega[positive], torch.ones(int(positive.sum())), atol=2e-3, rtol=0)
-        torch.testing.assert_close(beta[positive], torch.zeros(int(positive.sum())), atol=2e-3, rtol=0)
-    # A non-incremental estimate (all sites from the unmapped model) differs beyond layer 0.
-    plain = module.collect(dm.source_dataloader("fit"), with_maps=False)
-    assert not torch.allclose(plain[3], src[3], atol=1e-3)
+def _numpy_baseline(model, names, source, target, kind):
+    """Incremental fit in numpy: per site, pooled samples with every earlier clipped map active."""
+    fitted = []
+    for k, name in enumerate(names):
+        pooled = {}
+        for side, batch in (("source", source), ("target", target)):
+            captured = {}
+
+            def capture(module, args, out):
+                captured["z"] = out.detach().double().numpy()
+                raise _Stop
+
+            modules = dict(model.named_modules())
+            handles = [modules[n].register_forward_hook(_numpy_map_hook(*fitted[j], 1.0)) for j, n in enumerate(names[:k])]
+            handles.append(modules[name].register_forward_hook(capture))
+            try:
+                model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+            except _Stop:
+                pass
+            finally:
+                for h in handles:
+                    h.remove()
+            mask = batch["attention_mask"].numpy().astype(np.float64)[..., None]
+            pooled[side] = (captured["z"] * mask).sum(1) / mask.sum(1)
+        x, y = np.sort(pooled["source"], 0), np.sort(pooled["target"], 0)
+        if kind == "linear_act":
+            xc, yc = x - x.mean(0), y - y.mean(0)
+            omega = (xc * yc).sum(0) / (xc * xc).sum(0)
+            beta = y.mean(0) - omega * x.mean(0)
+        else:
+            omega, beta = np.ones(x.shape[1]), y.mean(0) - x.mean(0)
+        fitted.append((omega, beta, pooled["source"].min(0), pooled["source"].max(0)))
+    return fitted
+
+
+@pytest.mark.parametrize("kind", ["linear_act", "mean_shift"])
+def test_clipped_baseline_matches_a_numpy_implementation_of_the_official_algorithm(tiny_llama, kind):
+    dm = PromptPairDataModule(data_path("toxicity/toxic.txt"), data_path("tiny/polite.txt"), num_fit=16)
+    source, target = dm.prompts["source"]["fit"], dm.prompts["target"]["fit"]
+    maps = lineas.fit(tiny_llama, source, target, sites="mlp_out", estimator=kind, clip=True, steps=0,
+                      heldout_fraction=0.0, enable_progress_bar=False, enable_model_summary=False)
+    assert maps.clipped and maps.info["clip_quantiles"] == [0.0, 100.0]
+    model = tiny_llama.model
+    names = [s.module for s in maps.sites]
+    src, tgt = tiny_llama.collate(source), tiny_llama.collate(target)
+    assert not (src["input_ids"][:, 0] == tiny_llama.tokenizer.bos_token_id).any()  # no BOS to exclude
+    reference = _numpy_baseline(model, names, src, tgt, kind)
+    for k, (omega, beta, lo, hi) in enumerate(reference):
+        lo_t, hi_t = maps.bounds[k]
+        np.testing.assert_allclose(lo_t.numpy(), lo, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(hi_t.numpy(), hi, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(maps.omega[k].detach().numpy(), omega, rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(maps.beta[k].detach().numpy(), beta, rtol=1e-4, atol=1e-4)
+
+    # Outputs, per token, on other prompts: live maps against the numpy hooks, at strengths 0.5 and 1.
+    batch = tiny_llama.collate(dm.prompts["source"]["fit"][:4] + ["The committee met on Tuesday to review the budget."])
+    with torch.no_grad():
+        base = model(**batch).logits
+        inside = []
+        for lam in (0.5, 1.0):
+            handles = [m.register_forward_hook(_numpy_map_hook(*reference[j], lam))
+                       for j, m in enumerate(dict(model.named_modules())[n] for n in names)]
+            try:
+                expected = model(**batch).logits
+            finally:
+                for h in handles:
+                    h.remove()
+            with maps.apply(model, strength=lam):
+                got = model(**batch).logits
+            torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+            assert (got - base).abs().max() > 1e-2  # the maps do something
+        capture = {}
+        with lineas.hooks.attach(model, maps.sites, capture=capture):
+            model(**batch)
+        for k, site in enumerate(maps.sites):
+            lo, hi = maps.bounds[k]
+            inside.append(((lo < capture[site]) & (capture[site] < hi)).float().mean().item())
+    # The clip is not vacuous: some token values lie outside the source's pooled range, some inside.
+    assert 0.0 < min(inside) and max(inside) < 1.0
+
+
+def test_source_bounds_are_quantiles_in_percent(rng):
+    x = torch.from_numpy(rng.normal(size=(50, 3))).float()
+    lo, hi = source_bounds(x, (0, 100))
+    assert torch.equal(lo, x.min(0).values) and torch.equal(hi, x.max(0).values)
+    lo, hi = source_bounds(x, (5, 95))
+    np.testing.assert_allclose(lo.numpy(), np.quantile(x.numpy(), 0.05, axis=0), rtol=1e-5)
+    np.testing.assert_allclose(hi.numpy(), np.quantile(x.numpy(), 0.95, axis=0), rtol=1e-5)
+    with pytest.raises(ValueError, match="clip_quantiles"):
+        source_bounds(x, (90, 10))
+
+
+def test_unclipped_linear_act_merges_and_clip_is_refused_for_lineas(tiny_llama):
+    dm = PromptPairDataModule(data_path("toxicity/toxic.txt"), data_path("tiny/polite.txt"), num_fit=16)
+    maps = lineas.fit(tiny_llama, dm.prompts["source"]["fit"], dm.prompts["target"]["fit"], sites="mlp_out",
+                      estimator="linear_act", clip=False, steps=0, heldout_fraction=0.0,
+                      enable_progress_bar=False, enable_model_summary=False)
+    assert not maps.clipped and maps.info["clip_quantiles"] is None
+    with pytest.raises(ValueError, match="module.clip applies to the closed-form baselines"):
+        lineas.LinEASModule(tiny_llama, sites="mlp_out", clip=True)

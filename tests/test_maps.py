@@ -11,6 +11,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 import lineas
+from tests.helpers import run_cli
 from lineas import AffineMaps, MapsFileError, Site, SiteError, load_maps, resolve_sites
 
 
@@ -334,3 +335,66 @@ def test_first_site_sees_the_mapped_base_output_on_tiny_llama(tiny_llama, source
 def test_info_cannot_shadow_the_file_metadata():
     with pytest.raises(ValueError, match="reserved"):
         AffineMaps(["a"], [2], info={"format": "mine"})
+
+
+def _clipped_maps(d: int = 6) -> AffineMaps:
+    maps = AffineMaps(["a"], [d])
+    with torch.no_grad():
+        maps.omega[0].copy_(torch.linspace(0.5, 2.0, d))
+        maps.beta[0].copy_(torch.linspace(-1.0, 1.0, d))
+    maps.clip_(0, torch.full((d,), -0.5), torch.full((d,), 0.8))
+    return maps
+
+
+@pytest.mark.parametrize("lam", [0.5, 1.0])
+def test_clipped_map_changes_only_values_strictly_inside_the_bounds(lam):
+    maps = _clipped_maps()
+    z = torch.randn(3, 7, 6) * 2
+    z[0, 0, :2] = torch.tensor([-0.5, 0.8])  # exactly on the bounds: left alone (strict inequalities)
+    maps.strength = lam
+    out = maps.transform(0, z)
+    w, b = (1 + lam * (maps.omega[0] - 1)).detach(), (lam * maps.beta[0]).detach()
+    inside = (z > -0.5) & (z < 0.8)
+    assert 0 < inside.float().mean() < 1
+    torch.testing.assert_close(out[inside], (z * w + b)[inside])
+    assert torch.equal(out[~inside], z[~inside])
+
+
+def test_clipped_map_on_a_feature_map_shifts_every_pixel_by_the_mapped_channel_mean():
+    # The official rule for 4-D outputs: decide on each channel's spatial mean m, add T(m) - m everywhere.
+    maps = _clipped_maps(4)
+    z = torch.randn(2, 4, 3, 5) + torch.tensor([0.0, 3.0, 0.2, -2.0]).view(1, 4, 1, 1)
+    out = maps.transform(0, z)
+    m = z.mean((2, 3), keepdim=True)
+    w, b = (t.detach().view(1, 4, 1, 1) for t in (maps.omega[0], maps.beta[0]))
+    inside = (m > -0.5) & (m < 0.8)
+    expected = torch.where(inside, z + (w * m + b - m), z)
+    assert inside.any() and not inside.all()
+    torch.testing.assert_close(out, expected)
+
+
+def test_bounds_round_trip_and_clipped_maps_refuse_to_merge(tmp_path):
+    maps = _clipped_maps()
+    maps.save(tmp_path / "m")
+    assert json.loads((tmp_path / "m" / "lineas.json").read_text())["clipped"] is True
+    back = load_maps(tmp_path / "m")
+    assert back.clipped and all(torch.equal(a, b) for a, b in zip(back.bounds[0], maps.bounds[0]))
+    from lineas.export import export
+    from lineas.merge import MergeError
+
+    with pytest.raises(MergeError, match=r"clipped.*module.clip=false"):
+        export(tmp_path / "m", tmp_path / "merged")
+    assert not (tmp_path / "merged").exists()
+    proc = run_cli("lineas.export", f"maps={tmp_path / 'm'}", f"output_dir={tmp_path / 'merged'}")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().count("\n") == 0 and "module.clip=false" in proc.stderr
+
+
+def test_load_refuses_non_finite_maps_naming_the_site(tmp_path):
+    maps = AffineMaps(["model.layers.0.mlp"], [4])
+    maps.save(tmp_path / "m")
+    tensors = load_file(tmp_path / "m" / "maps.safetensors")
+    tensors["model.layers.0.mlp.beta"][2] = float("nan")
+    save_file(tensors, tmp_path / "m" / "maps.safetensors")
+    with pytest.raises(MapsFileError, match=r"maps.safetensors: model.layers.0.mlp.beta holds non-finite"):
+        load_maps(tmp_path / "m")

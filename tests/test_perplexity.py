@@ -6,7 +6,9 @@ import math
 
 import torch
 
-from lineas.metrics.perplexity import perplexity
+import numpy as np
+
+from lineas.metrics.perplexity import perplexity, perplexity_with_se
 
 
 def test_perplexity_matches_direct_nll_and_ignores_padding(tiny_llama):
@@ -22,3 +24,24 @@ def test_perplexity_matches_direct_nll_and_ignores_padding(tiny_llama):
     expected = math.exp(nll / count)
     assert abs(perplexity(model, tok, texts, batch_size=3, progress=False) - expected) < 1e-3 * expected
     assert abs(perplexity(model, tok, texts, batch_size=2, progress=False) - expected) < 1e-3 * expected
+
+
+def test_perplexity_standard_error_against_a_bootstrap_free_delta_method(tiny_llama):
+    model, tok = tiny_llama.model, tiny_llama.tokenizer
+    texts = ["The river flows through the old town.", "Birds sing.", "A quiet morning in the hills.",
+             "Trains leave every hour from the central station.", "She read the letter twice."]
+    nll, count = [], []
+    with torch.no_grad():
+        for text in texts:
+            ids = tok(text, return_tensors="pt").input_ids
+            logp = model(ids).logits[0, :-1].log_softmax(-1)
+            nll.append(-logp.gather(1, ids[0, 1:, None]).sum().item())
+            count.append(ids.shape[1] - 1)
+    nll_a, count_a = np.array(nll), np.array(count, dtype=float)
+    mean = nll_a.sum() / count_a.sum()
+    # Ratio estimator: se(mean) = sqrt(n/(n-1) * sum((nll - mean*count)^2)) / sum(count).
+    n = len(texts)
+    se_mean = np.sqrt(n / (n - 1) * np.sum((nll_a - mean * count_a) ** 2)) / count_a.sum()
+    value, se = perplexity_with_se(model, tok, texts, batch_size=2, progress=False)
+    assert abs(value - math.exp(mean)) < 1e-3 * value
+    assert abs(se - math.exp(mean) * se_mean) < 1e-3 * se and se > 0

@@ -26,3 +26,13 @@ def test_hub_recipe(tmp_path, recipe):
                                  checkpointing=cfg.module.checkpointing)
     assert len(module.sites) == 4  # one per layer of the tiny model
     assert len(module._checkpoint) == (3 if cfg.module.checkpointing else 0)
+
+
+@pytest.mark.parametrize("recipe", ["toxicity_smollm2", "toxicity_smollm2_sparse", "toxicity_smollm2_paper"])
+def test_smollm2_recipes_are_mergeable_lineas_fits_with_sparsity(tmp_path, recipe):
+    cfg = compose_cfg(f"recipe={recipe}", f"output_dir={tmp_path}")
+    assert cfg.module.estimator == "lineas" and not cfg.module.clip  # unclipped: they fold into weights
+    assert cfg.callbacks.export_merged is not None and cfg.callbacks.evaluate is not None
+    assert cfg.backbone.model == "offline:smollm2-135m-instruct" and cfg.module.sites == "mlp_out"
+    if recipe == "toxicity_smollm2_paper":  # the official schedule
+        assert (cfg.module.lr, cfg.trainer.max_steps, list(cfg.module.betas)) == (1e-3, 1000, [0.9, 0.9])

@@ -86,3 +86,29 @@ def test_default_recipe_export_equals_steered_model(tmp_path):
     diff = (merged - steered).abs().max().item()
     print(f"\nSmolLM2 merged vs steered: max abs diff {diff:.3g}")
     assert diff <= 1e-4
+
+
+def test_linear_act_with_the_official_clip_keeps_perplexity_in_its_regime(tmp_path):
+    # Without the clip, layer 11's massive first-token activation turns mean pooling into a length
+    # signal and the per-token map adds ~+930 to ordinary tokens: perplexity in the thousands.
+    import lineas
+    from lineas.config import data_path
+    from lineas.datamodules import read_prompts
+    from lineas.metrics.perplexity import perplexity
+
+    train(compose_cfg("recipe=toxicity_smollm2", "estimator=linear_act", f"output_dir={tmp_path}",
+                      "trainer.enable_progress_bar=false", "callbacks.evaluate=null", "callbacks.export_merged=null"))
+    maps = lineas.load_maps(tmp_path / "maps")
+    assert maps.clipped and len(maps.sites) == 30
+    backbone = lineas.CausalLM(maps.info["base_model"])
+    model, tok = backbone.model, backbone.tokenizer
+    texts = read_prompts(data_path("neutral/wiki_dev.txt"))[:24]
+    base = perplexity(model, tok, texts, progress=False)
+    with maps.apply(model, strength=1.0):
+        clipped = perplexity(model, tok, texts, progress=False)
+    maps.bounds = [None] * len(maps.sites)
+    with maps.apply(model, strength=1.0):
+        unclipped = perplexity(model, tok, texts, progress=False)
+    print(f"\nLinear-AcT perplexity: base {base:.2f}, clipped {clipped:.2f}, unclipped {unclipped:.2f}")
+    assert base < clipped < 1.8 * base
+    assert unclipped > 10 * base

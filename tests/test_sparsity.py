@@ -1,4 +1,4 @@
-"""The sparse-group-lasso proximal step and the support count, against numpy closed forms."""
+"""The sparse-group-lasso proximal step in the optimizer's metric: closed forms, optimality, convergence."""
 
 from __future__ import annotations
 
@@ -7,54 +7,169 @@ import math
 import numpy as np
 import pytest
 import torch
+from scipy.optimize import minimize
 
 from lineas import AffineMaps, Sparsity
-from lineas.sparsity import prox_l1_group_
+from lineas.sparsity import prox_l1_group_, step_sizes
 
 
 def prox_reference(u: np.ndarray, tau_l1: float, tau_group: float) -> np.ndarray:
-    """Elementwise soft-threshold, then shrink the whole vector towards 0 by tau_group in norm."""
+    """Euclidean metric: elementwise soft-threshold, then shrink the whole vector towards 0 by tau_group in norm."""
     v = np.array([np.sign(a) * max(abs(a) - tau_l1, 0.0) for a in u.astype(np.float64)])
     norm = math.sqrt(sum(a * a for a in v))
     scale = max(0.0, 1.0 - tau_group / norm) if norm > 0 else 0.0
     return v * scale
 
 
+def prox_objective(x: np.ndarray, u: np.ndarray, tau: np.ndarray, l1: float, group: float) -> float:
+    return float(0.5 * np.sum((x - u) ** 2 / tau) + l1 * np.abs(x).sum() + group * np.linalg.norm(x))
+
+
 @pytest.mark.parametrize("tau_l1,tau_group", [(0.3, 0.0), (0.0, 0.7), (0.25, 0.4), (0.0, 0.0), (0.05, 1.5)])
-def test_prox_l1_group_matches_closed_form(rng, tau_l1, tau_group):
+def test_scalar_metric_prox_matches_the_euclidean_closed_form(rng, tau_l1, tau_group):
     u_np = rng.normal(size=17).astype(np.float32)
     u = torch.from_numpy(u_np.copy())
-    out = prox_l1_group_(u, tau_l1, tau_group)
+    tau = 0.5
+    out = prox_l1_group_(u, tau, tau_l1 / tau, tau_group / tau)
     assert out is u  # in place
-    expected = prox_reference(u_np, tau_l1, tau_group)
-    np.testing.assert_allclose(u.double().numpy(), expected, rtol=1e-5, atol=1e-6)
-    # The soft-threshold zeroes exactly the small entries.
-    if tau_l1 > 0:
+    np.testing.assert_allclose(u.double().numpy(), prox_reference(u_np, tau_l1, tau_group), rtol=1e-5, atol=1e-6)
+    if tau_l1 > 0:  # the soft-threshold zeroes exactly the small entries
         assert torch.equal(u == 0, torch.from_numpy(np.abs(u_np) <= tau_l1))
 
 
-def test_prox_group_shrink_zeroes_the_whole_vector(rng):
-    u_np = rng.normal(size=8).astype(np.float32)
-    tau_l1 = 0.1
-    after_l1 = prox_reference(u_np, tau_l1, 0.0)
-    tau_group = float(np.linalg.norm(after_l1)) * 1.01  # just above the norm left by the soft-threshold
+@pytest.mark.parametrize("l1,group", [(0.4, 0.0), (0.0, 0.8), (0.3, 0.5), (0.1, 3.0)])
+def test_diagonal_metric_prox_is_the_minimiser(rng, l1, group):
+    # Step sizes over four orders of magnitude, as Adam's are.
+    u_np = rng.normal(size=12)
+    tau_np = 10.0 ** rng.uniform(-2, 2, size=12)
     u = torch.from_numpy(u_np.copy())
-    prox_l1_group_(u, tau_l1, tau_group)
-    assert np.all(prox_reference(u_np, tau_l1, tau_group) == 0)
-    assert torch.equal(u, torch.zeros(8))
-    # Just below the norm the vector survives, shrunk by exactly (1 - tau_group/norm).
-    u = torch.from_numpy(u_np.copy())
-    prox_l1_group_(u, tau_l1, 0.9 * float(np.linalg.norm(after_l1)))
-    np.testing.assert_allclose(u.double().numpy(), 0.1 * after_l1, rtol=1e-4, atol=1e-6)
+    prox_l1_group_(u, torch.from_numpy(tau_np), l1, group)
+    x = u.numpy()
+    best = min((minimize(prox_objective, start, args=(u_np, tau_np, l1, group), method="Powell",
+                         options={"xtol": 1e-10, "ftol": 1e-14, "maxfev": 200000})
+                for start in (u_np, np.zeros(12), x + 1e-3)), key=lambda r: r.fun)
+    assert prox_objective(x, u_np, tau_np, l1, group) <= best.fun + 1e-9
+    # Optimality, coordinate by coordinate (the subgradient conditions).
+    nz = x != 0
+    norm = np.linalg.norm(x)
+    if nz.any():
+        grad = (x - u_np) / tau_np + l1 * np.sign(x) + group * x / norm
+        np.testing.assert_allclose(grad[nz], 0, atol=1e-8)
+    if nz.any():  # a zero coordinate of a surviving group: its scaled input is within the threshold
+        assert np.all(np.abs(u_np[~nz]) / tau_np[~nz] <= l1 + 1e-12)
+
+
+def test_group_prox_zeroes_the_group_exactly_when_the_scaled_norm_is_below_the_weight(rng):
+    u_np = rng.normal(size=8)
+    tau_np = 10.0 ** rng.uniform(-1, 1, size=8)
+    edge = float(np.linalg.norm(u_np / tau_np))
+    for group, zero in ((edge * 1.001, True), (edge * 0.999, False)):
+        u = torch.from_numpy(u_np.copy())
+        prox_l1_group_(u, torch.from_numpy(tau_np), 0.0, group)
+        assert bool((u == 0).all()) == zero
 
 
 def test_prox_of_zero_vector_stays_zero_without_nan():
     u = torch.zeros(5)
-    prox_l1_group_(u, 0.1, 0.3)
+    prox_l1_group_(u, 1.0, 0.1, 0.3)
     assert torch.equal(u, torch.zeros(5))
     u = torch.tensor([0.05, -0.02, 0.0])  # all killed by the soft-threshold, then a group step on zeros
-    prox_l1_group_(u, 0.1, 0.3)
+    prox_l1_group_(u, 1.0, 0.1, 0.3)
     assert torch.equal(u, torch.zeros(3))
+
+
+def test_step_sizes_are_adams_preconditioner_and_sgds_lr():
+    p = torch.nn.Parameter(torch.zeros(4))
+    opt = torch.optim.Adam([p], lr=0.1, betas=(0.9, 0.8), eps=1e-6)
+    assert step_sizes(opt, p) == 0.1  # no state yet
+    g = torch.tensor([1.0, -2.0, 0.5, 0.0])
+    for _ in range(3):
+        p.grad = g.clone()
+        opt.step()
+    v_hat = g**2  # three equal gradients: the bias-corrected second moment is g**2
+    torch.testing.assert_close(step_sizes(opt, p), 0.1 / (v_hat.sqrt() + 1e-6))
+    q = torch.nn.Parameter(torch.zeros(2))
+    sgd = torch.optim.SGD([q], lr=0.3)
+    assert step_sizes(sgd, q) == 0.3
+    assert step_sizes(sgd, p) is None  # not optimised by it
+
+
+def _fit_quadratic(a: torch.Tensor, c: torch.Tensor, d: torch.Tensor, sparsity: Sparsity,
+                   steps: int = 3000, lr: float = 3e-2) -> AffineMaps:
+    """Adam + prox on ``0.5*sum a*(omega-1-c)**2 + 0.5*sum a*(beta-d)**2`` with cosine decay, as the module."""
+    maps = AffineMaps(["s"], [a.numel()])
+    opt = torch.optim.Adam(maps.parameters(), lr=lr, betas=(0.9, 0.9))
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps, eta_min=lr * 1e-3)
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = 0.5 * (a * (maps.omega[0] - 1 - c) ** 2).sum() + 0.5 * (a * (maps.beta[0] - d) ** 2).sum()
+        loss.backward()
+        opt.step()
+        sparsity.prox_(maps, opt)
+        sched.step()
+    return maps
+
+
+def test_adam_with_prox_converges_to_the_lasso_solution(rng):
+    # Separable quadratic: the lasso solution is the soft-threshold of c at l1 / a, coordinate by coordinate.
+    a = torch.from_numpy(10.0 ** rng.uniform(-1, 1, size=24)).float()
+    c = torch.from_numpy(rng.normal(size=24)).float()
+    d = torch.from_numpy(rng.normal(size=24)).float()
+    l1 = 0.3
+    maps = _fit_quadratic(a, c, d, Sparsity(l1=l1, beta_scale=2.0))
+    u_star = c.sign() * (c.abs() - l1 / a).clamp_min(0)
+    b_star = d.sign() * (d.abs() - 2.0 * l1 / a).clamp_min(0)
+    assert 4 <= int((u_star == 0).sum()) <= 20  # the draw has zeros and non-zeros
+    u = maps.omega[0].detach() - 1
+    torch.testing.assert_close(u, u_star, atol=2e-3, rtol=0)
+    torch.testing.assert_close(maps.beta[0].detach(), b_star, atol=2e-3, rtol=0)
+    assert torch.equal(u == 0, u_star == 0)  # exactly the zeros of the solution
+    assert torch.equal(maps.beta[0].detach() == 0, b_star == 0)
+
+
+def test_l1_above_every_gradient_keeps_the_maps_at_identity(rng):
+    a = torch.from_numpy(10.0 ** rng.uniform(-1, 1, size=10)).float()
+    c = torch.from_numpy(rng.normal(size=10)).float()
+    d = torch.from_numpy(rng.normal(size=10)).float()
+    l1 = 1.01 * float(max((a * c).abs().max(), (a * d).abs().max()))  # the largest gradient at identity
+    maps = _fit_quadratic(a, c, d, Sparsity(l1=l1), steps=300)
+    assert maps.support()["total"] == 0
+    below = _fit_quadratic(a, c, d, Sparsity(l1=0.9 * l1), steps=300)
+    assert below.support()["total"] > 0
+
+
+def test_adam_with_group_prox_converges_to_the_group_lasso_solution(rng):
+    # Equal curvature a: the solution is soft-threshold(c, l1/a), then shrink by 1 - g*sqrt(D) / (a*||.||).
+    D, a0 = 16, 2.0
+    a = torch.full((D,), a0)
+    c = torch.from_numpy(rng.normal(size=D)).float()
+    l1, group = 0.2, 0.15
+    maps = _fit_quadratic(a, c, torch.zeros(D), Sparsity(l1=l1, group=group))
+    s = c.sign() * (c.abs() - l1 / a0).clamp_min(0)
+    u_star = s * max(0.0, 1 - group * math.sqrt(D) / (a0 * float(s.norm())))
+    assert float(u_star.norm()) > 0.1
+    torch.testing.assert_close(maps.omega[0].detach() - 1, u_star, atol=2e-3, rtol=0)
+    # Above the group threshold the whole site goes back to identity.
+    zero = _fit_quadratic(a, c, torch.zeros(D), Sparsity(l1=l1, group=1.05 * a0 * float(s.norm()) / math.sqrt(D)))
+    assert zero.support()["total"] == 0
+
+
+def test_prox_with_plain_lr_after_adam_does_not_select(rng):
+    # The rule this replaces: a threshold lr*l1 after Adam's ~lr steps. With l1 below every gradient
+    # but above the smaller ones, it still leaves every coordinate non-zero; the metric prox selects.
+    a = torch.from_numpy(10.0 ** rng.uniform(-1, 1, size=24)).float()
+    c = torch.from_numpy(rng.normal(size=24)).float()
+    l1 = 0.3
+    maps = AffineMaps(["s"], [24])
+    opt = torch.optim.Adam([maps.omega[0]], lr=3e-2, betas=(0.9, 0.9))
+    for _ in range(600):
+        opt.zero_grad()
+        (0.5 * a * (maps.omega[0] - 1 - c) ** 2).sum().backward()
+        opt.step()
+        with torch.no_grad():
+            prox_l1_group_(maps.omega[0].data.sub_(1), 3e-2, l1, 0.0).add_(1)
+    u_star = c.sign() * (c.abs() - l1 / a).clamp_min(0)
+    assert int((maps.omega[0] == 1).sum()) < int((u_star == 0).sum())
 
 
 def _random_maps(rng: np.random.Generator, dims: list[int], scale: float = 0.3) -> AffineMaps:
@@ -65,62 +180,37 @@ def _random_maps(rng: np.random.Generator, dims: list[int], scale: float = 0.3) 
             b.copy_(torch.from_numpy(scale * rng.normal(size=b.numel())).float())
     return maps
 
-
-@pytest.mark.parametrize("l1,group,beta_scale", [(0.5, 0.0, 1.0), (0.0, 0.4, 1.0), (0.3, 0.2, 0.5), (0.2, 0.1, 3.0)])
-def test_sparsity_prox_on_maps(rng, l1, group, beta_scale):
-    dims = [5, 9, 16]
+def test_sparsity_prox_on_maps_uses_each_parameters_own_metric(rng):
+    dims = [5, 9]
     maps = _random_maps(rng, dims)
-    before = [(w.detach().double().numpy().copy(), b.detach().double().numpy().copy())
-              for w, b in zip(maps.omega, maps.beta)]
-    tau = 0.2
-    Sparsity(l1=l1, group=group, beta_scale=beta_scale).prox_(maps, tau=tau)
+    opt = torch.optim.Adam(maps.parameters(), lr=0.1, betas=(0.9, 0.9))
+    sum((w**3).sum() + (b**2 * 3).sum() for w, b in zip(maps.omega, maps.beta)).backward()
+    opt.step()
+    before = [(w.detach().double().clone(), b.detach().double().clone()) for w, b in zip(maps.omega, maps.beta)]
+    l1, group, beta_scale = 0.3, 0.05, 0.5
+    Sparsity(l1=l1, group=group, beta_scale=beta_scale).prox_(maps, opt)
     for (w0, b0), w, b, d in zip(before, maps.omega, maps.beta, dims):
         g = group * math.sqrt(d)  # group weight grows with sqrt(D)
-        exp_w = 1 + prox_reference(w0 - 1, tau * l1, tau * g)
-        exp_b = prox_reference(b0, tau * l1 * beta_scale, tau * g * beta_scale)
-        assert w.dtype == torch.float32 and b.dtype == torch.float32
-        np.testing.assert_allclose(w.detach().double().numpy(), exp_w, rtol=1e-5, atol=1e-6)
-        np.testing.assert_allclose(b.detach().double().numpy(), exp_b, rtol=1e-5, atol=1e-6)
-
-
-def test_sparsity_group_uses_sqrt_dim_per_site():
-    # Two sites with the same per-dimension deviation: ||u|| = 0.1*sqrt(D), so a group weight of
-    # 0.1/tau zeroes both only because it is multiplied by sqrt(D); 0.099/tau keeps both alive.
-    maps = AffineMaps(["a", "b"], [4, 25])
-    with torch.no_grad():
-        for w, b in zip(maps.omega, maps.beta):
-            w.fill_(1.1)
-            b.fill_(-0.1)
-    tau = 0.5
-    Sparsity(group=0.1001 / tau).prox_(maps, tau)
-    for w, b in zip(maps.omega, maps.beta):
-        assert torch.equal(w.detach(), torch.ones_like(w))
-        assert torch.equal(b.detach(), torch.zeros_like(b))
-    assert maps.support()["total"] == 0
-
-    maps2 = AffineMaps(["a", "b"], [4, 25])
-    with torch.no_grad():
-        for w, b in zip(maps2.omega, maps2.beta):
-            w.fill_(1.1)
-            b.fill_(-0.1)
-    Sparsity(group=0.099 / tau).prox_(maps2, tau)
-    for w, b in zip(maps2.omega, maps2.beta):
-        # shrink factor 1 - 0.099*sqrt(D)/(0.1*sqrt(D)) = 0.01, the same for both sites
-        np.testing.assert_allclose((w.detach().double() - 1).numpy(), 0.001, rtol=1e-3)
-        np.testing.assert_allclose(b.detach().double().numpy(), -0.001, rtol=1e-3)
+        exp_u = prox_l1_group_((w0 - 1).clone(), step_sizes(opt, w).double(), l1, g)
+        exp_b = prox_l1_group_(b0.clone(), step_sizes(opt, b).double(), l1 * beta_scale, g * beta_scale)
+        torch.testing.assert_close(w.detach().double() - 1, exp_u, atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(b.detach().double(), exp_b, atol=1e-6, rtol=1e-5)
 
 
 def test_inactive_sparsity_leaves_maps_untouched(rng):
     maps = _random_maps(rng, [3, 7])
+    opt = torch.optim.SGD(maps.parameters(), lr=1.0)
     before = {k: v.clone() for k, v in maps.state_dict().items()}
     s = Sparsity()
     assert not s.active
-    s.prox_(maps, tau=1.0)
+    s.prox_(maps, opt)
     for k, v in maps.state_dict().items():
         assert torch.equal(v, before[k])
     assert Sparsity(l1=1e-3).active and Sparsity(group=1e-3).active
     assert Sparsity(l1=0.1, group=0.2, beta_scale=0.5, eps=1e-4).as_dict() == {
         "l1": 0.1, "group": 0.2, "beta_scale": 0.5, "eps": 1e-4}
+    with pytest.raises(ValueError, match="must be >= 0"):
+        Sparsity(l1=-1.0)
 
 
 @pytest.mark.parametrize("eps", [1e-5, 1e-3, 0.05])
@@ -151,22 +241,3 @@ def test_support_counts_a_dimension_once_and_identity_is_empty():
         maps.omega[0].copy_(torch.tensor([1.5, 1.0, 1.5, 1.0]))
         maps.beta[0].copy_(torch.tensor([0.5, 0.5, 0.0, 0.0]))
     assert maps.support() == {"a": 3, "total": 3}
-
-
-def test_l1_of_one_cancels_adams_first_step():
-    # Adam's first step moves every coordinate by exactly lr; a soft threshold of lr*l1 >= lr undoes it.
-    lr = 0.05
-    for l1, moved in ((1.0, False), (0.9, True)):
-        maps = AffineMaps(["a", "b"], [6, 3])
-        opt = torch.optim.Adam(maps.parameters(), lr=lr, betas=(0.9, 0.9))
-        sum(((w - 2) ** 2).sum() + ((b + 3) ** 2).sum() for w, b in zip(maps.omega, maps.beta)).backward()
-        opt.step()
-        if l1 >= 1:
-            with pytest.warns(UserWarning, match="l1=1.0 >= 1"):
-                sparsity = Sparsity(l1=l1)
-        else:
-            sparsity = Sparsity(l1=l1)
-        sparsity.prox_(maps, tau=lr)
-        assert (maps.support()["total"] > 0) == moved
-        if moved:  # what survives is the step minus the threshold: lr * (1 - l1)
-            torch.testing.assert_close(maps.omega[0], torch.full((6,), 1 + lr * (1 - l1)))

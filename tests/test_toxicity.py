@@ -8,6 +8,8 @@ over time and the two dense layers, all in float64 from the h5 weights.
 
 from __future__ import annotations
 
+import math
+
 import os
 import pickle
 
@@ -197,8 +199,10 @@ def test_metric_batches_and_threshold():
     two.update(texts[:1])
     two.update(texts[1:])
     a, b = one.compute(), two.compute()
-    assert set(a) == {"mean", "rate"}
+    assert set(a) == {"mean", "rate", "se"}
     torch.testing.assert_close(a["mean"], b["mean"])
+    torch.testing.assert_close(a["se"], b["se"])
+    torch.testing.assert_close(a["se"], toxic.std() / math.sqrt(3))  # std with n - 1
     torch.testing.assert_close(a["rate"], b["rate"])
     torch.testing.assert_close(a["mean"], toxic.mean())
     assert a["rate"].item() == pytest.approx(2 / 3)

@@ -1,6 +1,8 @@
-"""Perplexity of a causal LM on held-out text, with torchmetrics' ``Perplexity``."""
+"""Perplexity of a causal LM on held-out text, with torchmetrics' ``Perplexity`` (and its standard error)."""
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
@@ -11,22 +13,42 @@ IGNORE = -100
 
 
 @torch.no_grad()
-def perplexity(model: nn.Module, tokenizer, texts: list[str], batch_size: int = 16, max_length: int = 128,
-               progress: bool = True) -> float:
-    """``exp`` of the mean next-token NLL over all real tokens of ``texts`` (each text scored alone).
+def perplexity_with_se(model: nn.Module, tokenizer, texts: list[str], batch_size: int = 16,
+                       max_length: int = 128, progress: bool = True) -> tuple[float, float]:
+    """``exp`` of the mean next-token NLL over all real tokens of ``texts``, and its standard error.
 
+    Each text is scored alone. The standard error treats texts as the sampling unit: the token-weighted
+    mean NLL is a ratio estimator (delta method), and ``se(ppl) = ppl * se(mean NLL)``.
     Whatever hooks are attached to ``model`` (e.g. ``maps.apply``) act during scoring.
     """
     metric = Perplexity(ignore_index=IGNORE)
     device = next(model.parameters()).device
+    nll, count = [], []
     side, tokenizer.padding_side = tokenizer.padding_side, "right"
     try:
         for start in tqdm(range(0, len(texts), batch_size), desc="perplexity", disable=not progress, leave=False):
             batch = tokenizer(texts[start:start + batch_size], padding=True, truncation=True,
                               max_length=max_length, return_tensors="pt").to(device)
-            logits = model(**batch, use_cache=False).logits.float()
-            labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, IGNORE)
-            metric.update(logits[:, :-1].cpu(), labels[:, 1:].cpu())
+            logits = model(**batch, use_cache=False).logits.float()[:, :-1].cpu()
+            labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, IGNORE)[:, 1:].cpu()
+            metric.update(logits, labels)
+            token_nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels, ignore_index=IGNORE,
+                                                          reduction="none")
+            nll.append(token_nll.double().sum(1))
+            count.append((labels != IGNORE).sum(1).double())
     finally:
         tokenizer.padding_side = side
-    return float(metric.compute())
+    value = float(metric.compute())
+    nll_t, count_t = torch.cat(nll), torch.cat(count)
+    n = nll_t.numel()
+    if n < 2:
+        return value, float("nan")
+    mean = nll_t.sum() / count_t.sum()
+    se_mean = ((nll_t - mean * count_t).pow(2).sum() / (n - 1)).sqrt() * math.sqrt(n) / count_t.sum()
+    return value, value * float(se_mean)
+
+
+def perplexity(model: nn.Module, tokenizer, texts: list[str], batch_size: int = 16, max_length: int = 128,
+               progress: bool = True) -> float:
+    """``exp`` of the mean next-token NLL over all real tokens of ``texts`` (each text scored alone)."""
+    return perplexity_with_se(model, tokenizer, texts, batch_size, max_length, progress)[0]

@@ -290,6 +290,7 @@ class Toxicity(torchmetrics.Metric):
         self.batch_size = int(batch_size)
         self.label = label
         self.add_state("score_sum", default=torch.tensor(0.0), dist_reduce_fx="sum")
+        self.add_state("score_sq_sum", default=torch.tensor(0.0), dist_reduce_fx="sum")
         self.add_state("above", default=torch.tensor(0), dist_reduce_fx="sum")
         self.add_state("total", default=torch.tensor(0), dist_reduce_fx="sum")
 
@@ -300,9 +301,13 @@ class Toxicity(torchmetrics.Metric):
     def update(self, texts: Sequence[str] | str) -> None:
         probs = self.score(texts)[:, LABELS.index(self.label)]
         self.score_sum += probs.sum().to(self.score_sum)
+        self.score_sq_sum += probs.pow(2).sum().to(self.score_sq_sum)
         self.above += (probs > self.threshold).sum().to(self.above)
         self.total += probs.numel()
 
     def compute(self) -> dict[str, torch.Tensor]:
+        """``mean`` score, ``rate`` above the threshold, and ``se``: the standard error of the mean score."""
         total = self.total.to(self.score_sum.dtype)
-        return {"mean": self.score_sum / total, "rate": self.above.to(total.dtype) / total}
+        mean = self.score_sum / total
+        var = (self.score_sq_sum / total - mean**2).clamp_min(0) * total / (total - 1).clamp_min(1)
+        return {"mean": mean, "rate": self.above.to(total.dtype) / total, "se": (var / total).sqrt()}
