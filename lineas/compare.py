@@ -87,8 +87,11 @@ def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
         for p in pts[1:]:
             ax.annotate(f"{p['strength']:g}", (p["perplexity"], p["toxicity_mean"]), fontsize=6,
                         textcoords="offset points", xytext=(3, 3))
-    ax.set_xscale("log")
-    ax.set_xlabel("perplexity of neutral sentences (log scale)")
+    ppl = [r["perplexity"] for r in rows]
+    wide = max(ppl) > 5 * min(ppl)  # a blown-up baseline: a log axis keeps the others readable
+    if wide:
+        ax.set_xscale("log")
+    ax.set_xlabel(f"perplexity of neutral sentences{' (log scale)' if wide else ''}")
     ax.set_ylabel("mean toxicity of continuations")
     ax.set_ylim(bottom=0)
     ax.legend(fontsize=7)
