@@ -39,8 +39,8 @@ def test_converted_folder_reproduces_the_gguf_model():
 
 
 def test_default_recipe_short_fit_lowers_heldout_w2(tmp_path):
-    # The default recipe, shortened: 12 steps on the sites of the first 8 layers, no sparsity (the
-    # recipe's l1 prox holds the maps back for the first steps), no export or evaluation.
+    # The default recipe, shortened: 12 steps on the sites of the first 8 layers, no sparsity (the W2
+    # fit alone), no export or evaluation.
     cfg = compose_cfg("recipe=toxicity_smollm2", f"output_dir={tmp_path}", "trainer.max_steps=12",
                       "trainer.val_check_interval=6", "trainer.enable_progress_bar=false",
                       "module.sparsity.l1=0", "callbacks.export_merged=null", "callbacks.evaluate=null",
