@@ -2,39 +2,45 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Sequence
 
 import lightning as L
 from lightning.pytorch.utilities import rank_zero_info
 
-from lineas.config import data_path
-from lineas.datamodules import read_prompts
+from lineas.core.files import data_path
+from lineas.core.prompts import read_prompts
+from lineas.tasks.configs import Sampling
 
 
 class EvaluateSteering(L.Callback):
-    """Runs :func:`lineas.evaluate.evaluate` on the fitted maps (rank 0) and writes its report to ``dirpath``."""
+    """Runs :func:`lineas.tasks.evaluate.evaluate` on the fitted maps (rank 0) and writes its report to ``dirpath``.
+
+    ``sampling``: the fields of :class:`lineas.tasks.configs.Sampling` to change (the defaults are those of
+    ``python -m lineas.evaluate``).
+    """
 
     def __init__(self, dirpath: str | Path, strengths: Sequence[float] = (0.0, 0.5, 1.0),
                  prompts: str | None = None, perplexity_texts: str | None = None, threshold: float = 0.5,
-                 generation: dict[str, Any] | None = None) -> None:
+                 sampling: dict[str, Any] | None = None) -> None:
         self.dirpath = Path(dirpath)
         self.strengths = list(strengths)
         self.prompts = prompts or data_path("toxicity/prompts.txt")
         self.neutral = perplexity_texts or data_path("neutral/wiki.txt")
         self.threshold = threshold
-        self.generation = {"max_new_tokens": 32, "do_sample": True, "temperature": 0.7, "top_p": 0.9,
-                           "seed": 0, "batch_size": 16, **(generation or {})}
+        self.sampling = Sampling(**(sampling or {}))
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.is_global_zero:
             return
-        from lineas.evaluate import evaluate, format_metrics, write_report  # lazily, as in ExportMerged
+        from lineas.tasks.evaluate import evaluate, format_metrics, write_report  # lazily: the toxicity classifier
+
         backbone = pl_module.backbone
         prompts, neutral = read_prompts(self.prompts), read_prompts(self.neutral)
         metrics, rows = evaluate(backbone.model, backbone.tokenizer, pl_module.fitted_maps(), self.strengths,
-                                 prompts, neutral, self.generation, self.threshold)
+                                 prompts, neutral, self.sampling, self.threshold)
         record = {"model": backbone.spec, "prompts": len(prompts), "perplexity_texts": len(neutral),
-                  "threshold": self.threshold, "generation": self.generation, "metrics": metrics}
+                  "threshold": self.threshold, "generation": asdict(self.sampling), "metrics": metrics}
         write_report(self.dirpath, record, rows)
         rank_zero_info("\n" + format_metrics(metrics) + f"\nevaluation: {self.dirpath}")

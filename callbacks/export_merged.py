@@ -24,7 +24,7 @@ class ExportMerged(L.Callback):
             rank_zero_info("merged checkpoint: skipped, the maps are clipped (live only); refit with "
                            "module.clip=false for mergeable maps")
             return
-        from lineas.export import export  # lazily: `python -m lineas.export` must not find it imported
+        from lineas.tasks.export import export  # lazily: transformers / diffusers only when exporting
 
         export(maps, self.dirpath, strength=self.strength, overwrite=True, dtype=self.dtype)
         rank_zero_info(f"merged checkpoint (strength {self.strength}): {self.dirpath}")

@@ -8,7 +8,7 @@ from pathlib import Path
 import lightning as L
 from lightning.pytorch.utilities import rank_zero_info
 
-from lineas.atomic import write_json
+from lineas.core.files import write_json
 
 
 class FitSummary(L.Callback):

@@ -9,6 +9,8 @@ import lightning as L
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info
 
+from lineas.core.errors import ConfigError
+
 
 class ImageGrid(L.Callback):
     """Renders ``prompts`` x ``seeds`` (rows) at each of ``strengths`` (columns) with the current maps.
@@ -16,12 +18,12 @@ class ImageGrid(L.Callback):
     At the end of fitting (and every ``every_n_steps`` optimizer steps if given) the grid is logged to
     TensorBoard (tag ``images``, if the logger is a :class:`TensorBoardLogger`) and written to
     ``path`` (``..._stepN.png`` for the intermediate ones), atomically, on rank 0. The backbone must
-    be a :class:`lineas.pipelines.DiffusionPipe`; its call settings (size, steps, guidance) are used.
+    be a :class:`lineas.models.diffusion.DiffusionPipe`; its call settings (size, steps, guidance) are used.
     """
 
     def __init__(self, path: str | Path, prompts: str | Sequence[str], seeds: Sequence[int] = (0, 1),
                  strengths: Sequence[float] = (0.0, 0.5, 1.0), every_n_steps: int | None = None) -> None:
-        from lineas.datamodules import read_prompts
+        from lineas.core.prompts import read_prompts
 
         self.path = Path(path)
         self.prompts = read_prompts(prompts) if isinstance(prompts, str) else list(prompts)  # a file, or a list
@@ -30,11 +32,11 @@ class ImageGrid(L.Callback):
         self.every_n_steps = every_n_steps
 
     def _log(self, trainer: L.Trainer, pl_module: L.LightningModule, path: Path) -> None:
-        from lineas.images import grid, render, save_png  # lazily: diffusers only when a grid is drawn
+        from lineas.tasks.images import grid, render, save_png  # lazily: diffusers only when a grid is drawn
 
         backbone = pl_module.backbone
         if not hasattr(backbone, "pipe"):
-            raise TypeError(f"ImageGrid needs a text-to-image backbone (lineas.pipelines.DiffusionPipe), "
+            raise ConfigError(f"ImageGrid needs a text-to-image backbone (lineas.models.diffusion.DiffusionPipe), "
                             f"not {type(backbone).__name__}: drop callbacks.image_grid from the recipe")
         backbone.pipe.to(pl_module.device)  # the VAE too: Lightning moved only the sites' networks
         images = render(backbone.pipe, self.prompts, self.seeds, pl_module.maps, self.strengths, **backbone.call_kwargs)

@@ -9,7 +9,8 @@ from typing import Any, Callable, Literal
 import lightning as L
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
-from lineas.datamodules.prompt_files import PromptFileError, read_prompts
+from lineas.core.errors import PromptFileError
+from lineas.core.prompts import read_prompts
 
 Split = Literal["fit", "heldout"]
 

@@ -1,145 +1,16 @@
-"""``python -m lineas.compare maps=[DIR,...] output_dir=OUT``: the toxicity / utility trade-off of several maps.
+"""``python -m lineas.compare maps=[DIR1,DIR2,...] output_dir=OUT [labels=[...]] [key=value ...]``.
 
-Every maps folder (LinEAS at any sparsity, Linear-AcT, mean shift: they share the format) is evaluated
-by :func:`lineas.evaluate.evaluate` on the same prompts, sentences and sampling seed, at each strength;
-the base model once (strength 0). Writes ``compare.json``, ``compare.md`` (a table with standard
-errors), ``tradeoff.png`` (mean toxicity against perplexity, one line per maps folder through its
-strengths) and ``generations.jsonl`` under ``output_dir``.
+Evaluates several maps folders of one base model on the same prompts and seed and writes the trade-off:
+``compare.md``, ``compare.json``, ``tradeoff.png``. The functions: :mod:`lineas.tasks.compare`;
+settings: :class:`lineas.tasks.configs.CompareConfig` (every evaluation key applies).
 """
 
-from __future__ import annotations
+from lineas.cli.main import hydra_entry
+from lineas.tasks.compare import compare, run_compare
 
-from pathlib import Path
-from typing import Any, Sequence
+__all__ = ["compare", "run_compare"]
 
-import hydra
-from omegaconf import DictConfig, OmegaConf
-from torch import nn
-
-from lineas.atomic import write_json, write_jsonl
-from lineas.evaluate import evaluate, load_texts
-from lineas.generate import load_model
-from lineas.maps import AffineMaps, load_maps
-
-NAMES = {"lineas": "LinEAS", "linear_act": "Linear-AcT", "mean_shift": "mean shift"}
-
-
-def describe(maps: AffineMaps) -> dict[str, Any]:
-    """Estimator, support (dimensions and fraction) and clip of a maps folder, for the table."""
-    support = maps.support(maps.info.get("sparsity", {}).get("eps", 1e-5))["total"]
-    total = sum(maps.dims)
-    name = NAMES.get(maps.info.get("estimator", "lineas"), maps.info.get("estimator"))
-    label = f"{name}, {'clipped' if maps.clipped else 'unclipped'}" if name != "LinEAS" else (
-        f"LinEAS, support {100 * support / total:.1f}%")
-    return {"label": label, "estimator": maps.info.get("estimator", "lineas"), "support": support,
-            "dims": total, "clipped": maps.clipped}
-
-
-def compare(model: nn.Module, tokenizer: Any, runs: dict[str, AffineMaps], strengths: Sequence[float],
-            prompts: list[str], neutral: list[str], generation: dict[str, Any], threshold: float = 0.5,
-            progress: bool = True) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Metric rows (``method``, ``strength``, toxicity, perplexity, standard errors) and generated rows."""
-    first = next(iter(runs.values()))
-    base, generated = evaluate(model, tokenizer, first, [0.0], prompts, neutral, generation, threshold, progress)
-    rows = [{"method": "base model", "support": None, "dims": None, "clipped": False, **base[0]}]
-    generated = [{**r, "method": "base model"} for r in generated]
-    for label, maps in runs.items():
-        info = describe(maps)
-        metrics, gen = evaluate(model, tokenizer, maps, strengths, prompts, neutral, generation, threshold, progress)
-        rows += [{"method": label, "support": info["support"], "dims": info["dims"], "clipped": info["clipped"], **m}
-                 for m in metrics]
-        generated += [{**r, "method": label} for r in gen]
-    return rows, generated
-
-
-def format_table(rows: list[dict[str, Any]]) -> str:
-    """A Markdown table: method, support, strength, toxic rate, mean toxicity +- se, perplexity +- se."""
-    lines = ["| method | support | strength | toxic rate | mean toxicity (± se) | perplexity (± se) |",
-             "|---|---|---|---|---|---|"]
-    last = None
-    for r in rows:
-        same = r["method"] == last
-        support = "—" if r["support"] is None else f"{r['support']} ({100 * r['support'] / r['dims']:.1f}%)"
-        lines.append(f"| {'' if same else r['method']} | {'' if same else support} | {r['strength']:g} | "
-                     f"{r['toxicity_rate']:.3f} | {r['toxicity_mean']:.3f} ± {r['toxicity_mean_se']:.3f} | "
-                     f"{r['perplexity']:.2f} ± {r['perplexity_se']:.2f} |")
-        last = r["method"]
-    return "\n".join(lines)
-
-
-def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
-    """Mean toxicity against perplexity with standard-error bars; one line per method, strengths annotated."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7.5, 4.8))
-    base = rows[0]
-    ax.errorbar([base["perplexity"]], [base["toxicity_mean"]], xerr=[base["perplexity_se"]],
-                yerr=[base["toxicity_mean_se"]], fmt="k*", markersize=12, label="base model", zorder=5)
-    methods = list(dict.fromkeys(r["method"] for r in rows[1:]))
-    for method in methods:
-        pts = [base] + [r for r in rows[1:] if r["method"] == method]
-        ax.errorbar([p["perplexity"] for p in pts], [p["toxicity_mean"] for p in pts],
-                    xerr=[p["perplexity_se"] for p in pts], yerr=[p["toxicity_mean_se"] for p in pts],
-                    fmt="o-", capsize=2, markersize=4, label=method)
-        for p in pts[1:]:
-            ax.annotate(f"{p['strength']:g}", (p["perplexity"], p["toxicity_mean"]), fontsize=6,
-                        textcoords="offset points", xytext=(3, 3))
-    ppl = [r["perplexity"] for r in rows]
-    wide = max(ppl) > 5 * min(ppl)  # a blown-up baseline: a log axis keeps the others readable
-    if wide:
-        ax.set_xscale("log")
-    ax.set_xlabel(f"perplexity of neutral sentences{' (log scale)' if wide else ''}")
-    ax.set_ylabel("mean toxicity of continuations")
-    ax.set_ylim(bottom=0)
-    ax.legend(fontsize=7)
-    ax.set_title(title, fontsize=9)
-    ax.grid(alpha=0.3, which="both")
-    fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=130)
-    plt.close(fig)
-    tmp.replace(path)
-
-
-def run(cfg: DictConfig) -> list[dict[str, Any]]:
-    """The CLI: load every maps folder, evaluate them on one model, write the table, plot and JSON."""
-    dirs = list(cfg.maps) if OmegaConf.is_list(cfg.maps) else [cfg.maps]
-    maps = [load_maps(d) for d in dirs]
-    labels = list(cfg.labels) if cfg.labels else [describe(m)["label"] for m in maps]
-    if len(labels) != len(maps) or len(set(labels)) != len(labels):
-        raise SystemExit(f"labels {labels}: give one distinct label per maps folder ({len(maps)})")
-    specs = {cfg.model or m.info.get("base_model") for m in maps}
-    if len(specs) != 1:
-        raise SystemExit(f"the maps were fitted on different base models {sorted(map(str, specs))}: "
-                         "compare maps of one model (or force one with model=...)")
-    out = Path(cfg.output_dir)
-    model, tokenizer = load_model(specs.pop(), cfg.dtype)
-    prompts, neutral, generation = load_texts(cfg)
-    rows, generated = compare(model, tokenizer, dict(zip(labels, maps)), list(cfg.strengths), prompts, neutral,
-                              generation, cfg.threshold, cfg.progress)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "compare.json", {"maps": dict(zip(labels, map(str, dirs))), "prompts": cfg.prompts,
-                                      "perplexity_texts": cfg.perplexity_texts, "generation": generation,
-                                      "threshold": cfg.threshold, "rows": rows})
-    write_jsonl(out / "generations.jsonl", generated)
-    table = format_table(rows)
-    (out / "compare.md").write_text(table + "\n")
-    plot(rows, out / "tradeoff.png", f"{len(prompts)} prompts, {len(neutral)} neutral sentences; labels = strength")
-    print(table)
-    print(f"table: {out / 'compare.md'}, plot: {out / 'tradeoff.png'}")
-    return rows
-
-
-@hydra.main(config_path="conf", config_name="compare", version_base="1.3")
-def _main(cfg: DictConfig) -> None:
-    run(cfg)
-
+main = hydra_entry("compare", run_compare)
 
 if __name__ == "__main__":
-    from lineas.config import register
-
-    register()
-    _main()
+    main()

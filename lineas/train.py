@@ -2,87 +2,14 @@
 
 ``recipe`` is a shipped recipe name (``recipes/*.yaml``) or the path of your own YAML file.
 Everything of a run goes under ``output_dir``: ``maps/``, ``fit_summary.json``, ``checkpoints/``,
-TensorBoard logs (``tb/``) and Hydra's ``.hydra/`` record of the config.
+TensorBoard logs (``tb/``) and Hydra's ``.hydra/`` record of the config. The base config is
+``lineas/conf/train.yaml``; the fitting itself is :func:`lineas.cli.train.train` (a composed config)
+or :func:`lineas.fit` (plain arguments, no Hydra).
 """
 
-from __future__ import annotations
+from lineas.cli.train import main, train
 
-import sys
-from pathlib import Path
-
-import hydra
-import lightning as L
-from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
-from hydra.utils import instantiate
-from lightning.pytorch.loggers import TensorBoardLogger
-from omegaconf import DictConfig
-
-from lineas.config import register, register_recipe_file
-
-
-def train(cfg: DictConfig) -> Path:
-    """Fit the maps described by a composed config; returns the output folder."""
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
-    out = Path(cfg.output_dir)
-    backbone = instantiate(cfg.backbone)
-    datamodule = instantiate(cfg.data, collate_fn=backbone.collate)
-    module = instantiate(cfg.module, backbone=backbone)
-    callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
-    logger = TensorBoardLogger(save_dir=str(out), name="tb", version="")
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.resume)
-    return out
-
-
-def _refuse_multirun_ddp(cfg: DictConfig) -> None:
-    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
-        strategy = str(cfg.trainer.get("strategy", "auto"))
-        devices = cfg.trainer.get("devices", 1)
-        if "ddp" in strategy or (isinstance(devices, int) and devices > 1):
-            raise SystemExit(
-                "Hydra multirun (-m) cannot be combined with multi-process DDP (a known upstream "
-                "limitation): run one `python -m lineas.train ...` per setting instead, or use "
-                "trainer.devices=1 for the sweep.")
-
-
-_ARGV: list[str] = []
-
-
-@hydra.main(config_path="conf", config_name="train", version_base="1.3")
-def _main(cfg: DictConfig) -> None:
-    sys.argv = list(_ARGV)  # Lightning's DDP launcher re-runs children with sys.argv
-    _refuse_multirun_ddp(cfg)
-    train(cfg)
-
-
-def main() -> None:
-    register()
-    # A recipe given as a file path is registered under a name; Hydra sees that name. Children
-    # launched by Lightning's DDP re-run this with the original argv and register it again.
-    _ARGV[:] = sys.argv
-    sys.argv = [sys.argv[0], *_hydra_args(sys.argv[1:])]
-    _main()
-
-
-def _hydra_args(args: list[str]) -> list[str]:
-    """The arguments as Hydra should see them: recipe files registered, output_dir as Hydra's dir."""
-    multirun = any(a in ("-m", "--multirun") for a in args)
-    has_dir = any(a.startswith(("hydra.run.dir=", "hydra.sweep.dir=")) for a in args)
-    out = []
-    for arg in args:
-        key, sep, value = arg.partition("=")
-        if sep and key.lstrip("+~") == "recipe" and value.endswith((".yaml", ".yml")):
-            if not Path(value).is_file():
-                raise SystemExit(f"recipe file {value} does not exist")
-            arg = f"{key}={register_recipe_file(value)}"
-        elif sep and key == "output_dir":
-            if has_dir:
-                continue  # a DDP child: Lightning passes the parent's hydra.run.dir
-            arg = f"hydra.{'sweep' if multirun else 'run'}.dir={value}"
-        out.append(arg)
-    return out
-
+__all__ = ["main", "train"]
 
 if __name__ == "__main__":
     main()

@@ -38,7 +38,7 @@ def rng(request: pytest.FixtureRequest) -> np.random.Generator:
 
 @pytest.fixture(scope="session")
 def tiny_llama() -> lineas.CausalLM:
-    """A random 4-layer, hidden-64 Llama with the SmolLM2 tokenizer (built once, cached on disk by lineas.zoo)."""
+    """A random 4-layer, hidden-64 Llama with the SmolLM2 tokenizer (built once, cached on disk by lineas.models.cache)."""
     return lineas.CausalLM("tiny:llama")
 
 

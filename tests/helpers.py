@@ -12,7 +12,7 @@ import safetensors.torch
 from hydra import compose, initialize_config_module
 from omegaconf import DictConfig
 
-from lineas.config import register
+from lineas.cli.recipes import register
 
 ROOT = Path(__file__).resolve().parents[1]
 

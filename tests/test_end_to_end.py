@@ -10,7 +10,7 @@ from torch import nn
 
 import lineas
 from lineas import LinEASModule, Site, SiteError, resolve_sites, sorted_w2
-from lineas.sites import preset
+from lineas.models.families import preset
 
 MLP_OUT = [Site(f"model.layers.{i}.mlp.down_proj") for i in range(4)]
 

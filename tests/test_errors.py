@@ -7,7 +7,7 @@ import torch
 
 import lineas
 from lineas.datamodules import PromptFileError, PromptPairDataModule, read_prompts
-from lineas.train import train
+from lineas.cli.train import train
 from tests.helpers import compose_cfg, run_cli
 
 
@@ -65,7 +65,7 @@ def test_non_finite_loss_names_the_site_and_writes_nothing(tmp_path, monkeypatch
 
     monkeypatch.setattr(lineas.LinEASModule, "__init__", init_with_poisoned_map)
     out = tmp_path / "run"
-    with pytest.raises(FloatingPointError, match=r"model\.layers\.2\.mlp\.down_proj") as err:
+    with pytest.raises(lineas.FitError, match=r"model\.layers\.2\.mlp\.down_proj") as err:
         train(compose_cfg("recipe=tiny", f"output_dir={out}", "trainer.enable_progress_bar=false"))
     assert "model.layers.1.mlp.down_proj" not in str(err.value)
     assert not (out / "maps").exists() and not (out / "fit_summary.json").exists()

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 import lineas
-from lineas.config import data_path
+from lineas.core.files import data_path
 from lineas.datamodules import PromptPairDataModule
-from lineas.estimators import source_bounds, sorted_affine_fit
+from lineas.core.estimators import source_bounds, sorted_affine_fit
 
 
 @pytest.mark.parametrize("n,m", [(8, 8), (6, 4), (3, 7)])
@@ -124,7 +124,7 @@ def test_clipped_baseline_matches_a_numpy_implementation_of_the_official_algorit
             torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
             assert (got - base).abs().max() > 1e-2  # the maps do something
         capture = {}
-        with lineas.hooks.attach(model, maps.sites, capture=capture):
+        with lineas.attach(model, maps.sites, capture=capture):
             model(**batch)
         for k, site in enumerate(maps.sites):
             lo, hi = maps.bounds[k]

@@ -7,10 +7,10 @@ import json
 import torch
 
 import lineas
-from lineas.evaluate import evaluate
+from lineas.tasks.evaluate import evaluate
 from lineas.metrics import Toxicity
 from lineas.metrics.perplexity import perplexity
-from lineas.train import train
+from lineas.cli.train import train
 from tests.helpers import compose_cfg, run_cli
 
 
@@ -18,7 +18,7 @@ def test_evaluate_cli_writes_metrics_plot_and_tensorboard(tmp_path):
     train(compose_cfg("recipe=tiny", f"output_dir={tmp_path}", "trainer.max_steps=5",
                       "trainer.enable_progress_bar=false"))
     proc = run_cli("lineas.evaluate", f"maps={tmp_path / 'maps'}", "strengths=[0,1]", "num_prompts=6",
-                   "num_perplexity_texts=5", "generation.max_new_tokens=6", "progress=false", "threads=1")
+                   "num_perplexity_texts=5", "sampling.max_new_tokens=6", "progress=false", "threads=1")
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = tmp_path / "eval"
     record = json.loads((out / "metrics.json").read_text())
@@ -37,7 +37,7 @@ def test_evaluate_numbers_are_the_metrics_of_the_generated_text(tiny_llama):
     with torch.no_grad():
         maps.beta[1].add_(0.5)
     prompts, neutral = ["You are such a", "The referee was a"], ["The river is long.", "Cats sleep a lot."]
-    gen = {"max_new_tokens": 5, "do_sample": False, "batch_size": 2}
+    gen = lineas.Sampling(max_new_tokens=5, do_sample=False, batch_size=2)
     metrics, rows = evaluate(model, tok, maps, [0.0, 1.0], prompts, neutral, gen, progress=False)
     for m in metrics:
         texts = [r["continuation"] for r in rows if r["strength"] == m["strength"]]
@@ -58,7 +58,7 @@ def test_compare_cli_evaluates_every_maps_folder_like_evaluate(tmp_path):
                       "trainer.enable_progress_bar=false"))
     out = tmp_path / "cmp"
     proc = run_cli("lineas.compare", f"maps=[{lineas_run / 'maps'},{lact_run / 'maps'}]", "strengths=[0.5,1]",
-                   f"output_dir={out}", "num_prompts=4", "num_perplexity_texts=4", "generation.max_new_tokens=5",
+                   f"output_dir={out}", "num_prompts=4", "num_perplexity_texts=4", "sampling.max_new_tokens=5",
                    "progress=false", "threads=1")
     assert proc.returncode == 0, proc.stderr[-2000:]
     record = json.loads((out / "compare.json").read_text())
@@ -71,13 +71,13 @@ def test_compare_cli_evaluates_every_maps_folder_like_evaluate(tmp_path):
     # The same numbers as evaluating each maps folder directly.
     backbone = lineas.CausalLM("tiny:llama")
     from lineas.datamodules import read_prompts
-    from lineas.config import data_path
+    from lineas.core.files import data_path
 
     prompts = read_prompts(data_path("toxicity/prompts.txt"))[:4]
     neutral = read_prompts(data_path("neutral/wiki.txt"))[:4]
     gen = record["generation"]
     direct, _ = evaluate(backbone.model, backbone.tokenizer, lineas.load_maps(lact_run / "maps"), [0.0, 1.0],
-                         prompts, neutral, gen, progress=False)
+                         prompts, neutral, lineas.Sampling(**gen), progress=False)
     for key in ("toxicity_mean", "perplexity", "perplexity_se", "toxicity_mean_se"):
         assert rows[0][key] == direct[0][key] and rows[4][key] == direct[1][key]
     assert rows[4]["perplexity"] != rows[0]["perplexity"]

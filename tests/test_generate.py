@@ -11,9 +11,12 @@ from hydra import compose, initialize_config_module
 from transformers import AutoModelForCausalLM
 
 import lineas
-from lineas.export import export
-from lineas.generate import format_prompts, generate, load_model, run
-from lineas.hooks import probe
+from lineas.tasks.export import export
+from lineas.models.causal_lm import load_causal_lm as load_model
+from lineas.cli.main import typed
+from lineas.cli.recipes import register
+from lineas.tasks.generate import format_prompts, generate, run_generate as run
+from lineas.core.hooks import probe
 from tests.helpers import run_cli
 
 SPEC = "tiny:llama"
@@ -108,7 +111,7 @@ def test_cli_end_to_end(setup, tmp_path):
     prompts.write_text("\n".join(PROMPTS) + "\n")
     out, tb = tmp_path / "gen.jsonl", tmp_path / "tb"
     proc = run_cli("lineas.generate", f"maps={root / 'maps'}", f"prompts={prompts}", "strengths=[0,0.5,1]",
-                   "max_new_tokens=6", "batch_size=2", f"output={out}", f"tb_dir={tb}", "progress=false", "threads=1")
+                   "sampling.max_new_tokens=6", "sampling.batch_size=2", f"output={out}", f"tb_dir={tb}", "progress=false", "threads=1")
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(rows) == len(PROMPTS) * 3
@@ -124,11 +127,12 @@ def test_model_route_on_a_merged_checkpoint(setup, tmp_path, capsys):
     root, tok = setup["root"], setup["tokenizer"]
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text("".join(json.dumps({"text": p}) + "\n" for p in PROMPTS))
+    register()
     with initialize_config_module("lineas.conf", version_base="1.3"):
-        cfg = compose("generate", overrides=[f"model={root / 'merged'}", f"prompts={prompts}", "do_sample=false",
-                                             f"max_new_tokens={NEW}", f"output={tmp_path / 'g.jsonl'}",
+        cfg = compose("generate", overrides=[f"model={root / 'merged'}", f"prompts={prompts}", "sampling.do_sample=false",
+                                             f"sampling.max_new_tokens={NEW}", f"output={tmp_path / 'g.jsonl'}",
                                              "progress=false"])
-    rows = run(cfg)
+    rows = run(typed(cfg))
     assert [r["column"] for r in rows] == ["merged"] * len(PROMPTS) and rows[0]["strength"] == 1.0
     live = generate(setup["model"], tok, PROMPTS, maps=setup["maps"], strengths=(1.0,), do_sample=False,
                     max_new_tokens=NEW, progress=False)
@@ -139,5 +143,5 @@ def test_model_route_on_a_merged_checkpoint(setup, tmp_path, capsys):
     with initialize_config_module("lineas.conf", version_base="1.3"):
         cfg = compose("generate", overrides=[f"maps={root / 'maps'}", f"model={root / 'merged'}",
                                              f"prompts={prompts}"])
-    with pytest.raises(SystemExit, match="already in its weights"):
-        run(cfg)
+    with pytest.raises(lineas.ConfigError, match="already in its weights"):
+        run(typed(cfg))

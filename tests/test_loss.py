@@ -9,7 +9,7 @@ from scipy.optimize import linear_sum_assignment, linprog
 from scipy.stats import wasserstein_distance
 
 from lineas import pool, sorted_w2
-from lineas.loss import quantile_grid
+from lineas.core.loss import quantile_grid
 
 
 # --- independent references ---------------------------------------------------------------
@@ -240,7 +240,7 @@ def test_pool_rejects_bad_inputs():
 
 
 def test_a_prompt_without_real_positions_is_refused():
-    from lineas.loss import check_mask
+    from lineas.core.loss import check_mask
 
     check_mask(torch.tensor([[1, 1, 0], [1, 0, 0]], dtype=torch.bool))
     with pytest.raises(ValueError, match="no real positions"):

@@ -379,8 +379,8 @@ def test_bounds_round_trip_and_clipped_maps_refuse_to_merge(tmp_path):
     assert json.loads((tmp_path / "m" / "lineas.json").read_text())["clipped"] is True
     back = load_maps(tmp_path / "m")
     assert back.clipped and all(torch.equal(a, b) for a, b in zip(back.bounds[0], maps.bounds[0]))
-    from lineas.export import export
-    from lineas.merge import MergeError
+    from lineas.tasks.export import export
+    from lineas import MergeError
 
     with pytest.raises(MergeError, match=r"clipped.*module.clip=false"):
         export(tmp_path / "m", tmp_path / "merged")

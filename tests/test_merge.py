@@ -11,10 +11,11 @@ import pytest
 import torch
 
 import lineas
-from lineas.export import export
-from lineas.hooks import probe
-from lineas.merge import MergeError, merge_
-from lineas.sites import PRESETS
+from lineas.tasks.export import export
+from lineas.core.hooks import probe
+from lineas import MergeError
+from lineas.core.merge import merge_
+from lineas.models.families import PRESETS
 
 PROMPTS = ["Hello there, how are you today?", "Shut up", "The weather is lovely and the sun is out."]
 SCALE_ONLY = {"mistral", "phi3"}  # no bias flags in transformers: maps fitted with shift=false
@@ -111,7 +112,7 @@ def test_refuses_a_residual_stream_site():
     sites = lineas.resolve_sites(backbone.model, [r"model\.layers\.1"])
     maps = lineas.AffineMaps(sites, [64])
     with pytest.raises(MergeError, match=r"model\.layers\.1 \(LlamaDecoderLayer\) cannot be merged.*mlp_out"):
-        merge_(backbone.model, maps)
+        merge_(backbone.model, maps, lineas.fold_rules(backbone.model))
 
 
 def test_refuses_a_shift_without_a_bias_home():
@@ -119,7 +120,7 @@ def test_refuses_a_shift_without_a_bias_home():
     maps = random_maps(backbone, "tiny:mistral", "attn_in", shift=True)
     before = backbone.model.model.layers[0].input_layernorm.weight.clone()
     with pytest.raises(MergeError, match="module.shift=false"):
-        merge_(backbone.model, maps)
+        merge_(backbone.model, maps, lineas.fold_rules(backbone.model))
     assert torch.equal(before, backbone.model.model.layers[0].input_layernorm.weight)  # nothing half-merged
 
 
@@ -130,7 +131,7 @@ def test_refuses_overwrite_and_a_mismatched_base(tmp_path):
     (tmp_path / "out").mkdir()
     with pytest.raises(FileExistsError, match="overwrite=true"):
         export(tmp_path / "maps", tmp_path / "out")
-    with pytest.raises(MergeError, match="fitted on a llama model.*gpt2"):
+    with pytest.raises(lineas.MapsFileError, match="fitted on a llama model.*gpt2"):
         export(tmp_path / "maps", tmp_path / "other", model="tiny:gpt2")
     assert not (tmp_path / "other").exists()
 

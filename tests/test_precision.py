@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import lineas
-from lineas.config import data_path
+from lineas.core.files import data_path
 
 LR = 1e-2
 
@@ -49,5 +49,5 @@ def test_bf16_base_moves_float32_maps_in_small_steps():
 
 
 def test_bf16_true_precision_is_refused():
-    with pytest.raises(TypeError, match="bf16-mixed"):
+    with pytest.raises(lineas.FitError, match="bf16-mixed"):
         fit("bfloat16", "bf16-true")

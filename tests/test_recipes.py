@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import lineas
-from lineas.sites import PRESETS
+from lineas.models.families import PRESETS
 from tests.helpers import compose_cfg
 
 HUB = {"gemma2_2b_toxicity": "gemma2", "qwen25_1_5b_toxicity": "qwen2", "qwen25_7b_toxicity": "qwen2",

@@ -7,8 +7,8 @@ import json
 import pytest
 import torch
 
-from lineas.train import train
-from lineas.zoo import GGUF_FILE, _gguf_dir, smollm2_dir
+from lineas.cli.train import train
+from lineas.models.offline import GGUF_FILE, gguf_dir as _gguf_dir, smollm2_dir
 from tests.helpers import compose_cfg
 
 pytestmark = pytest.mark.slow
@@ -92,7 +92,7 @@ def test_linear_act_with_the_official_clip_keeps_perplexity_in_its_regime(tmp_pa
     # Without the clip, layer 11's massive first-token activation turns mean pooling into a length
     # signal and the per-token map adds ~+930 to ordinary tokens: perplexity in the thousands.
     import lineas
-    from lineas.config import data_path
+    from lineas.core.files import data_path
     from lineas.datamodules import read_prompts
     from lineas.metrics.perplexity import perplexity
 

@@ -10,7 +10,7 @@ import torch
 from scipy.optimize import minimize
 
 from lineas import AffineMaps, Sparsity
-from lineas.sparsity import prox_l1_group_, step_sizes
+from lineas.core.sparsity import prox_l1_group_, step_sizes
 
 
 def prox_reference(u: np.ndarray, tau_l1: float, tau_group: float) -> np.ndarray:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lineas.module import LinEASModule
-from lineas.stack import find_stack
+from lineas import LinEASModule
+from lineas.core.blocks import find_stack
 
 DEEP = [r"model\.layers\.[23]\.mlp\.down_proj", r"model\.layers\.2\.self_attn\.o_proj"]
 PROMPTS = ["I hate this so much, it is awful.", "You are a terrible person.", "Go away",

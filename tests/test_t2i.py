@@ -14,13 +14,14 @@ import torch
 from safetensors.numpy import load_file
 
 import lineas
-from lineas.config import data_path
-from lineas.export import export
-from lineas.hooks import probe
-from lineas.images import render
-from lineas.merge import MergeError, merge_
-from lineas.pipelines import DiffusionPipe, PipelineModules
-from lineas.sites import PRESETS
+from lineas.core.files import data_path
+from lineas.tasks.export import export
+from lineas.core.hooks import probe
+from lineas.tasks.images import render
+from lineas import MergeError
+from lineas.core.merge import merge_
+from lineas.models.diffusion import DiffusionPipe, PipelineModules
+from lineas.models.families import PRESETS
 
 PROMPTS = ["a cat sleeping on a windowsill", "a pink elephant in a kitchen"]
 SEEDS = (0, 3)
@@ -86,7 +87,7 @@ def test_residual_stream_sites_refuse_to_merge(pipe):
     sites = PRESETS["flux"]["blocks"] if family == "flux" else [r"unet\.mid_block"]
     maps = random_maps(pipe, sites)
     with pytest.raises(MergeError, match="cannot be merged.*residual stream"):
-        merge_(PipelineModules(pipe.pipe), maps)
+        merge_(PipelineModules(pipe.pipe), maps, lineas.fold_rules(PipelineModules(pipe.pipe)))
 
 
 @pytest.mark.slow

@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 import lineas
-from lineas.train import train
+from lineas.cli.train import train
 from tests.helpers import compose_cfg, run_cli
 
 
@@ -67,7 +67,7 @@ def test_checkpoint_holds_maps_not_base_and_resumes(tmp_path):
 
 
 def test_python_api_matches_recipe_defaults(tmp_path):
-    from lineas.config import data_path
+    from lineas.core.files import data_path
 
     maps = lineas.fit("tiny:llama", data_path("toxicity/toxic.txt"), data_path("tiny/polite.txt"),
                       sites="mlp_out", steps=15, lr=3e-2, num_fit=32, output_dir=tmp_path,

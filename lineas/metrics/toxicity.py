@@ -15,7 +15,7 @@ Nothing here imports the package (that would need tensorflow): it is located wit
 pickle is never loaded with a plain ``pickle.load``: :class:`RestrictedUnpickler` allows only the four
 globals the file references (the Keras Tokenizer, replaced by an inert stand-in; ``OrderedDict``;
 ``defaultdict``; ``int``) and refuses everything else. Its vocabulary is converted once to JSON in the
-lineas cache (``lineas.zoo.cache_dir()``), keyed by the pickle's SHA-256, and read from there afterwards.
+lineas cache (``lineas.models.cache.cache_dir()``), keyed by the pickle's SHA-256, and read from there afterwards.
 
 ``Toxicity`` is a ``torchmetrics.Metric``: ``update(texts)`` scores a list of strings (CPU, batched, no
 grad) and ``compute()`` gives ``{"mean": mean "toxic" probability, "rate": fraction above threshold}``.
@@ -38,7 +38,7 @@ import torch
 import torchmetrics
 from torch import nn
 
-from lineas.atomic import write_json
+from lineas.core.files import write_json
 
 LABELS = ("toxic", "severe_toxic", "obscene", "threat", "insult", "identity_hate")
 MAXLEN = 100
@@ -134,7 +134,7 @@ def load_vocab(pickle_path: str | os.PathLike | None = None, cache: str | os.Pat
     data = pickle_path.read_bytes()
     digest = hashlib.sha256(data).hexdigest()[:16]
     if cache is None:
-        from lineas.zoo import cache_dir
+        from lineas.models.cache import cache_dir
         cache = cache_dir()
     path = Path(cache) / f"toxic-classifier-tokenizer-{digest}.json"
     if path.is_file():

@@ -12,41 +12,50 @@ With ``w, b`` the map's coefficients at the chosen strength, a site's output ``y
 A Linear that needs a bias and has none gets one through its architecture's own config flag
 (``attention_bias``, ``mlp_bias``), zero-filled wherever the flag adds a bias that had no value,
 so the merged folder is an ordinary config of the same architecture. :func:`plan` checks every
-site before :func:`merge_` changes any weight.
+site before :func:`merge_` changes any weight. What is architecture-specific (which Linear layers read
+a norm, which flags add biases, Gemma's ``(1+g)``) comes in as :class:`FoldRules`, from the family tables
+of :mod:`lineas.models.families`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
-from lineas.maps import AffineMaps
-from lineas.sites import PRESETS, Site
-
-_ATTN = ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"]
-_MLP_IN = ["mlp.gate_proj", "mlp.up_proj"]
-
-# Which Linear layers (relative to the decoder layer) consume each norm's output.
-CONSUMERS: dict[str, dict[str, list[str]]] = {
-    "llama": {"input_layernorm": _ATTN, "post_attention_layernorm": _MLP_IN},
-    "mistral": {"input_layernorm": _ATTN, "post_attention_layernorm": _MLP_IN},
-    "qwen2": {"input_layernorm": _ATTN, "post_attention_layernorm": _MLP_IN},
-    "gemma2": {"input_layernorm": _ATTN, "pre_feedforward_layernorm": _MLP_IN},
-    "phi3": {"input_layernorm": ["self_attn.qkv_proj"], "post_attention_layernorm": ["mlp.gate_up_proj"]},
-    "gpt2": {"ln_1": ["attn.c_attn"], "ln_2": ["mlp.c_fc"]},
-}
-# Config flags that give Linear layers (by name suffix) a bias, per architecture.
-BIAS_FLAGS: dict[str, dict[str, list[str]]] = {
-    "llama": {"attention_bias": [*_ATTN, "self_attn.o_proj"],
-              "mlp_bias": [*_MLP_IN, "mlp.down_proj"]},
-    "gemma2": {"attention_bias": [*_ATTN, "self_attn.o_proj"]},
-}
+from lineas.core.errors import MergeError
+from lineas.core.maps import AffineMaps
+from lineas.core.sites import Site
 
 
-class MergeError(ValueError):
-    """A site whose map cannot be folded into this model's weights."""
+@dataclass(frozen=True)
+class FoldRules:
+    """What the fold needs to know of an architecture beyond its module types (a family's table).
+
+    ``consumers``: per norm (leaf name), the Linear layers (relative to the norm's parent) that read its
+    output, the home of an RMSNorm's shift. ``bias_flags``: per config flag, the Linear layers (name
+    suffixes) it gives a bias. ``rmsnorm_offset``: an RMSNorm scales by ``offset + g`` (Gemma: 1).
+    ``hint``: the mergeable sites to suggest in errors.
+    """
+
+    consumers: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    bias_flags: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    rmsnorm_offset: float = 0.0
+    hint: str = "choose Linear or norm outputs"
+
+    def flag_for(self, name: str) -> str | None:
+        """The config flag that gives Linear ``name`` a bias (None: no flag does)."""
+        for flag, suffixes in self.bias_flags.items():
+            if any(name.endswith("." + s) for s in suffixes):
+                return flag
+        return None
+
+    def consumers_of(self, site: Site) -> list[str]:
+        """Names of the Linear layers fed by a norm site (empty if unknown)."""
+        parent, _, leaf = site.module.rpartition(".")
+        return [f"{parent}.{s}" for s in self.consumers.get(leaf, [])]
 
 
 @dataclass
@@ -84,22 +93,6 @@ def _is_rmsnorm(m: nn.Module) -> bool:
     return type(m).__name__.endswith("RMSNorm") and getattr(m, "weight", None) is not None
 
 
-def _gemma_form(m: nn.Module) -> bool:
-    return type(m).__name__.startswith("Gemma")
-
-
-def _flag_for(model_type: str, name: str) -> str | None:
-    for flag, suffixes in BIAS_FLAGS.get(model_type, {}).items():
-        if any(name.endswith("." + s) for s in suffixes):
-            return flag
-    return None
-
-
-def _nearest_preset(model_type: str) -> str:
-    names = sorted(PRESETS.get(model_type, {}))
-    return f"presets for {model_type}: {names}" if names else "choose Linear or norm outputs"
-
-
 def check_unclipped(maps: AffineMaps) -> None:
     """Refuse clipped maps: a map applied only inside bounds is piecewise and folds into no weight."""
     if maps.clipped:
@@ -109,29 +102,22 @@ def check_unclipped(maps: AffineMaps) -> None:
             "with module.clip=false for a mergeable, unclipped map.")
 
 
-def consumers(model: nn.Module, site: Site) -> list[str]:
-    """Names of the Linear layers fed by a norm site (empty if unknown)."""
-    model_type = model.config.model_type
-    parent, _, leaf = site.module.rpartition(".")
-    return [f"{parent}.{s}" for s in CONSUMERS.get(model_type, {}).get(leaf, [])]
-
-
-def plan(model: nn.Module, maps: AffineMaps, strength: float | None = None) -> MergePlan:
+def plan(model: nn.Module, maps: AffineMaps, rules: FoldRules, strength: float | None = None) -> MergePlan:
     """Check that every site of ``maps`` folds into ``model``; raise :class:`MergeError` otherwise."""
     check_unclipped(maps)
     modules = dict(model.named_modules())
-    model_type = model.config.model_type
+    model_type = getattr(getattr(model, "config", None), "model_type", type(model).__name__)
     out = MergePlan()
 
     def need_bias(name: str, site: Site, why: str) -> None:
         if getattr(modules[name], "bias", None) is not None:
             return
-        flag = _flag_for(model_type, name)
+        flag = rules.flag_for(name)
         if flag is None:
             raise MergeError(
                 f"site {site}: {why} needs a bias on {name}, and {model_type} has no config flag for one. "
                 f"Fit this site with shift disabled (module.shift=false: scale-only maps fold into weights), "
-                f"or pick other sites ({_nearest_preset(model_type)}).")
+                f"or pick other sites ({rules.hint}).")
         if flag not in out.flags:
             out.flags.append(flag)
 
@@ -156,12 +142,12 @@ def plan(model: nn.Module, maps: AffineMaps, strength: float | None = None) -> M
         elif _is_rmsnorm(m):
             kind = "rmsnorm"
             if has_shift:
-                targets = consumers(model, site)
+                targets = rules.consumers_of(site)
                 if not targets:
                     raise MergeError(
                         f"site {site}: an RMSNorm's shift beta has no home unless the norm feeds only Linear "
                         f"layers, and lineas does not know the consumers of {site.module} in {model_type}; "
-                        f"fit it with module.shift=false or pick other sites ({_nearest_preset(model_type)}).")
+                        f"fit it with module.shift=false or pick other sites ({rules.hint}).")
                 for name in targets:
                     need_bias(name, site, "the RMSNorm shift beta")
         else:
@@ -171,20 +157,20 @@ def plan(model: nn.Module, maps: AffineMaps, strength: float | None = None) -> M
                 f"site {site} ({type(m).__name__}) cannot be merged: only Linear, Conv2d, LayerNorm, GroupNorm "
                 f"and RMSNorm outputs fold into weights (a whole decoder layer's or transformer block's output is "
                 f"the residual stream, which no single weight produces). Nearest mergeable: "
-                f"{_nearest_preset(model_type)}.")
+                f"{rules.hint}.")
         out.folds.append((i, kind))
     return out
 
 
 @torch.no_grad()
-def merge_(model: nn.Module, maps: AffineMaps, strength: float | None = None) -> MergePlan:
+def merge_(model: nn.Module, maps: AffineMaps, rules: FoldRules, strength: float | None = None) -> MergePlan:
     """Fold ``maps`` at ``strength`` into ``model``'s weights in place; returns the plan applied."""
-    p = plan(model, maps, strength)
+    p = plan(model, maps, rules, strength)
     modules = dict(model.named_modules())
     for flag in p.flags:
         setattr(model.config, flag, True)
         for name, m in modules.items():
-            if _flag_for(model.config.model_type, name) == flag and m.bias is None:
+            if rules.flag_for(name) == flag and m.bias is None:
                 m.bias = nn.Parameter(torch.zeros(m.out_features, dtype=m.weight.dtype, device=m.weight.device),
                                       requires_grad=False)
     for i, kind in p.folds:
@@ -201,10 +187,10 @@ def merge_(model: nn.Module, maps: AffineMaps, strength: float | None = None) ->
             m.weight.copy_(m.weight.float() * w)
             m.bias.copy_(m.bias.float() * w + b)
         else:
-            g = m.weight.float()
-            m.weight.copy_(w * (1 + g) - 1 if _gemma_form(m) else w * g)
+            g = m.weight.float() + rules.rmsnorm_offset
+            m.weight.copy_(w * g - rules.rmsnorm_offset)
             if b.abs().max() > 0:
-                for name in consumers(model, site):
+                for name in rules.consumers_of(site):
                     c = modules[name]
                     shift = b @ c.weight.float() if _is_conv1d(c) else c.weight.float() @ b
                     c.bias.copy_(c.bias.float() + shift)

@@ -13,8 +13,9 @@ from typing import Callable, Protocol, Sequence
 
 import torch
 
-from lineas.loss import quantile_grid
-from lineas.maps import AffineMaps
+from lineas.core.errors import ConfigError
+from lineas.core.loss import quantile_grid
+from lineas.core.maps import AffineMaps
 
 SiteFit = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
@@ -54,7 +55,7 @@ def quantile_levels(quantiles: Sequence[float]) -> tuple[float, float]:
     """``(low, high)`` percent as levels in [0, 1]; a clear error for anything else."""
     levels = tuple(float(q) / 100 for q in quantiles)
     if len(levels) != 2 or not 0 <= levels[0] < levels[1] <= 1:
-        raise ValueError(f"clip_quantiles {list(quantiles)}: give [low, high] with 0 <= low < high <= 100 (percent)")
+        raise ConfigError(f"clip_quantiles {list(quantiles)}: give [low, high] with 0 <= low < high <= 100 (percent)")
     return levels
 
 

@@ -1,4 +1,5 @@
-"""Writes that never leave a half-written output: write beside the target, then rename."""
+"""Files lineas writes and reads: their names, shipped data, and writes that never leave a half-written
+output (write beside the target, then rename; modes follow the umask)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,21 @@ import os
 import shutil
 import tempfile
 from contextlib import contextmanager
+from importlib.resources import files
 from pathlib import Path
 from typing import Any, Iterator
+
+from lineas.core.errors import OutputExistsError
+
+MAPS_WEIGHTS = "maps.safetensors"     # a maps folder: the tensors ...
+MAPS_CONFIG = "lineas.json"           # ... and what they are
+MERGE_RECORD = "lineas_merge.json"    # in a merged checkpoint: which maps at which strength
+PIPELINE_SETTINGS = "lineas_pipeline.json"  # in a pipeline folder: the call settings lineas uses by default
+
+
+def data_path(rel: str) -> str:
+    """Path of a data file shipped with lineas (``lineas/data/REL``)."""
+    return str(files("lineas") / "data" / rel)
 
 
 @contextmanager
@@ -16,12 +30,12 @@ def atomic_dir(path: str | os.PathLike, overwrite: bool = True) -> Iterator[Path
     """Yield a temporary folder that replaces ``path`` only if the block succeeds."""
     path = Path(path)
     if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists; pass overwrite=true to replace it")
+        raise OutputExistsError(f"{path} exists; pass overwrite=true to replace it")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
         yield tmp
-        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp creates 0700
+        _follow_umask(tmp)
         if path.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path.parent))
             os.replace(path, old / "x")
@@ -31,6 +45,15 @@ def atomic_dir(path: str | os.PathLike, overwrite: bool = True) -> Iterator[Path
             os.replace(tmp, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _follow_umask(root: Path) -> None:
+    # mkdtemp / mkstemp (used here and by libraries that write atomically) create 0700 / 0600
+    mask = _umask()
+    os.chmod(root, 0o777 & ~mask)
+    for p in root.rglob("*"):
+        if not p.is_symlink():
+            os.chmod(p, (0o777 if p.is_dir() else 0o666) & ~mask)
 
 
 def _umask() -> int:

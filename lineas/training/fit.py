@@ -1,4 +1,4 @@
-"""``lineas.fit``: the training loop as one function call, for notebooks and scripts."""
+"""``lineas.fit``: the training loop as one function call, for notebooks and scripts (no Hydra)."""
 
 from __future__ import annotations
 
@@ -8,13 +8,14 @@ from typing import Any, Sequence
 import lightning as L
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from lineas.backbones import Backbone, CausalLM
 from lineas.callbacks import FitSummary, SaveMaps
+from lineas.core.loss import Pooling
+from lineas.core.maps import AffineMaps
+from lineas.core.sparsity import Sparsity
 from lineas.datamodules import PromptPairDataModule
-from lineas.loss import Pooling
-from lineas.maps import AffineMaps
-from lineas.module import LinEASModule
-from lineas.sparsity import Sparsity
+from lineas.models.backbone import Backbone
+from lineas.models.causal_lm import CausalLM
+from lineas.training.module import LinEASModule, frozen_base_expected
 
 
 def fit(model: str | Backbone, source: str | Path | list[str], target: str | Path | list[str],
@@ -49,5 +50,6 @@ def fit(model: str | Backbone, source: str | Path | list[str], target: str | Pat
                       "enable_checkpointing": False, "num_sanity_val_steps": 0, "log_every_n_steps": 1,
                       "check_val_every_n_epoch": None, "val_check_interval": max(1, steps // 4),
                       **trainer_kwargs}
-    L.Trainer(**trainer_kwargs).fit(module, datamodule=datamodule)
+    with frozen_base_expected():
+        L.Trainer(**trainer_kwargs).fit(module, datamodule=datamodule)
     return module.fitted_maps()

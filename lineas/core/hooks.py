@@ -4,16 +4,20 @@ from __future__ import annotations
 
 from collections import defaultdict
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Protocol, Sequence
 
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint as recomputed
 
-from lineas.sites import Site, SiteError
+from lineas.core.errors import SiteError
+from lineas.core.sites import Site
 
-if TYPE_CHECKING:
-    from lineas.maps import AffineMaps
+
+class SiteMaps(Protocol):
+    """What :func:`attach` needs of maps (:class:`lineas.core.maps.AffineMaps`): map site ``i``'s output."""
+
+    def transform(self, i: int, t: torch.Tensor) -> torch.Tensor: ...
 
 
 class StopForward(Exception):
@@ -47,7 +51,7 @@ def _replace(site: Site, out: Any, t: torch.Tensor) -> Any:
 def attach(
     model: nn.Module,
     sites: Sequence[Site],
-    maps: AffineMaps | None = None,
+    maps: SiteMaps | None = None,
     capture: dict[Site, torch.Tensor] | None = None,
     stop_after: Site | None = None,
     checkpoint: Sequence[str] = (),
@@ -90,7 +94,7 @@ def attach(
 
     inner: dict[str, list[str]] = {block: [n for n in by_module if n.startswith(block + ".")] for block in checkpoint}
     if stop_module is not None and any(stop_module in names for names in inner.values()):
-        raise ValueError(f"cannot checkpoint the block holding the last site {stop_after}")
+        raise SiteError(f"cannot checkpoint the block holding the last site {stop_after}")
     handles = register([n for n in by_module if not any(n in names for names in inner.values())])
     patched = [(modules[block], _checkpointed(modules[block], lambda names=names: register(names)))
                for block, names in inner.items()]

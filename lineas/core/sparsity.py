@@ -17,7 +17,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from lineas.maps import AffineMaps
+from lineas.core.errors import ConfigError
+from lineas.core.maps import AffineMaps
 
 _BISECTION_STEPS = 60  # relative precision 2**-60 of the group norm
 
@@ -84,7 +85,7 @@ class Sparsity:
 
     def __post_init__(self) -> None:
         if min(self.l1, self.group, self.beta_scale) < 0:
-            raise ValueError(f"sparsity weights must be >= 0 (l1={self.l1}, group={self.group}, "
+            raise ConfigError(f"sparsity weights must be >= 0 (l1={self.l1}, group={self.group}, "
                              f"beta_scale={self.beta_scale})")
 
     @property

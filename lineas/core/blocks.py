@@ -4,7 +4,7 @@ Maps sit at sites inside the blocks. Blocks before the first site's block do not
 maps, so their output (the hidden states entering the first site's block) can be computed once per
 prompt and reused: the forward then starts at that block (:class:`PrefixCache`). Blocks from the
 first site's up to (not including) the last site's are the ones activation checkpointing recomputes
-(:func:`lineas.hooks.attach`, ``checkpoint=``).
+(:func:`lineas.core.hooks.attach`, ``checkpoint=``).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any, Iterator, Sequence
 import torch
 from torch import nn
 
-from lineas.sites import Site
+from lineas.core.sites import Site
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ The fitting forward is the pipeline's FIRST denoising step: the prompts go throu
 ``encode_prompt`` (so text-encoder sites fire), then the denoiser runs once on fixed-seed initial
 latents (the same noise for every prompt, so activations depend on the prompt alone). Classifier-free
 guidance is off in this forward: only the conditional half would count, so only it is computed.
-Generation (:mod:`lineas.images`) runs the whole pipeline with the maps attached to every step.
+Generation (:mod:`lineas.tasks.images`) runs the whole pipeline with the maps attached to every step.
 
 Site outputs: 4-D UNet feature maps pool over space; token sequences (UNet attention norms, FLUX
 streams, text encoders) pool over all their positions. ``position_mask`` is None: the denoiser
@@ -14,51 +14,42 @@ attends to every position of the padded prompt embeddings (CLIP pads to its full
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import torch
 from torch import nn
 
-from lineas.backbones import _dtype
-from lineas.zoo import resolve_model
+from lineas.core.errors import ModelSourceError
+from lineas.models.backbone import parse_dtype
+from lineas.models.sources import resolve
 
-FAMILIES = {"StableDiffusionPipeline": "stable_diffusion", "StableDiffusionXLPipeline": "stable_diffusion_xl",
+PIPELINE_FAMILIES = {"StableDiffusionPipeline": "stable_diffusion", "StableDiffusionXLPipeline": "stable_diffusion_xl",
             "FluxPipeline": "flux"}
 COMPONENTS = ("text_encoder", "text_encoder_2", "unet", "transformer")
-CALL_DEFAULTS = "lineas_pipeline.json"  # optional, in a pipeline folder: call settings lineas uses by default
-CALL_KEYS = ("height", "width", "num_inference_steps", "guidance_scale", "max_sequence_length")
 
 
 def is_pipeline(spec: str, model_type: str | None = None) -> bool:
-    """True for maps fitted on a pipeline family, or a spec that resolves to a diffusers folder."""
-    return model_type in FAMILIES.values() or (Path(resolve_model(spec)) / "model_index.json").is_file()
+    """True for maps fitted on a pipeline family (``model_type``), or a spec that resolves to a diffusers folder."""
+    return model_type in PIPELINE_FAMILIES.values() or resolve(spec).is_pipeline
 
 
 def family_of(pipe: Any) -> str:
     """The lineas family name of a pipeline (the ``model_type`` its maps and presets are keyed by)."""
     name = type(pipe).__name__
-    if name not in FAMILIES:
-        raise ValueError(f"{name} is not supported; lineas steers {', '.join(FAMILIES)}")
-    return FAMILIES[name]
+    if name not in PIPELINE_FAMILIES:
+        raise ModelSourceError(f"{name} is not supported; lineas steers {', '.join(PIPELINE_FAMILIES)}")
+    return PIPELINE_FAMILIES[name]
 
 
 def load_pipeline(spec: str, dtype: str | torch.dtype = "float32") -> Any:
     """``DiffusionPipeline.from_pretrained`` of a spec (hub id, folder, ``tiny:sd``, ``tiny:flux``)."""
     from diffusers import DiffusionPipeline
 
-    pipe = DiffusionPipeline.from_pretrained(resolve_model(spec), dtype=_dtype(dtype))
+    pipe = DiffusionPipeline.from_pretrained(resolve(spec).path, dtype=parse_dtype(dtype))
     family_of(pipe)
     pipe.set_progress_bar_config(disable=True)
     return pipe
-
-
-def call_defaults(spec: str) -> dict[str, Any]:
-    """Call settings stored in the pipeline folder (``lineas_pipeline.json``; empty for hub pipelines)."""
-    path = Path(resolve_model(spec)) / CALL_DEFAULTS
-    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 class PipelineModules(nn.Module):
@@ -91,7 +82,7 @@ class DiffusionPipe:
         self.family = self.model.config.model_type
         given = dict(height=height, width=width, num_inference_steps=num_inference_steps,
                      guidance_scale=guidance_scale, max_sequence_length=max_sequence_length)
-        self.call_kwargs = {**call_defaults(model), **{k: v for k, v in given.items() if v is not None}}
+        self.call_kwargs = {**resolve(model).pipeline_settings, **{k: v for k, v in given.items() if v is not None}}
         if self.family != "flux":
             self.call_kwargs.pop("max_sequence_length", None)
         self.seed = seed

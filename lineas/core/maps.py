@@ -12,18 +12,15 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from lineas.atomic import atomic_dir
-from lineas.hooks import attach, channel_dim
-from lineas.sites import Site
+from lineas.core.errors import MapsFileError
+from lineas.core.files import MAPS_CONFIG as CONFIG
+from lineas.core.files import MAPS_WEIGHTS as WEIGHTS
+from lineas.core.files import atomic_dir
+from lineas.core.hooks import attach, channel_dim
+from lineas.core.sites import Site
 
-WEIGHTS = "maps.safetensors"
-CONFIG = "lineas.json"
 FORMAT = "lineas-maps/1"
 RESERVED = {"format", "strength", "sites", "support", "support_fraction", "versions", "clipped"}
-
-
-class MapsFileError(ValueError):
-    """A maps folder that cannot be read."""
 
 
 class AffineMaps(nn.Module):
@@ -208,10 +205,12 @@ def load_maps(path: str | Path) -> AffineMaps:
 
 
 def _versions() -> dict[str, str]:
-    import lightning
-    import transformers
+    from importlib.metadata import PackageNotFoundError, version
 
-    import lineas
-
-    return {"lineas": lineas.__version__, "torch": torch.__version__,
-            "transformers": transformers.__version__, "lightning": lightning.__version__}
+    out = {}
+    for name in ("lineas", "torch", "transformers", "diffusers", "lightning"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return out

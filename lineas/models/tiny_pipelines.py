@@ -3,7 +3,7 @@
 No hub: every component comes from a config with seeded random weights, and the tokenizers are
 built in code, a word-level vocabulary over the words of the shipped prompt sets
 (``lineas/data/t2i/*.txt``; other words map to ``<|unk|>``). Images are 32x32, latents 8x8.
-Each pipeline is saved once with ``save_pretrained`` under :func:`lineas.zoo.cache_dir`, so
+Each pipeline is saved once with ``save_pretrained`` under :func:`lineas.models.cache.cache_dir`, so
 ``DiffusionPipeline.from_pretrained(folder)`` loads it with plain diffusers.
 """
 
@@ -17,8 +17,9 @@ from typing import Any, Callable
 
 import torch
 
-from lineas.pipelines import CALL_DEFAULTS
-from lineas.zoo import _cached
+from lineas.core.errors import ModelSourceError
+from lineas.core.files import PIPELINE_SETTINGS
+from lineas.models.cache import cached
 
 BOS, EOS, UNK = "<|startoftext|>", "<|endoftext|>", "<|unk|>"
 MAX_TOKENS = 24  # the longest shipped prompt has 16 words and punctuation
@@ -104,7 +105,7 @@ def build_tiny_flux() -> Any:
 
 
 TINY_PIPELINES: dict[str, Callable[[], Any]] = {"sd": build_tiny_sd, "flux": build_tiny_flux}
-# Call settings for fitting and generation (lineas.pipelines.CALL_DEFAULTS): SD with classifier-free
+# Call settings for fitting and generation (lineas_pipeline.json): SD with classifier-free
 # guidance, FLUX like schnell (no guidance); both two steps.
 CALL_SETTINGS = {"sd": {"height": 32, "width": 32, "num_inference_steps": 2, "guidance_scale": 5.0},
                  "flux": {"height": 32, "width": 32, "num_inference_steps": 2, "guidance_scale": 0.0,
@@ -114,11 +115,11 @@ CALL_SETTINGS = {"sd": {"height": 32, "width": 32, "num_inference_steps": 2, "gu
 def tiny_pipeline_dir(family: str, seed: int = 0) -> Path:
     """The tiny random ``family`` pipeline (``sd`` or ``flux``), saved once as a diffusers folder."""
     if family not in TINY_PIPELINES:
-        raise ValueError(f"no tiny pipeline {family!r}; choose one of {sorted(TINY_PIPELINES)}")
+        raise ModelSourceError(f"no tiny pipeline {family!r}; choose one of {sorted(TINY_PIPELINES)}")
 
     def build(tmp: Path) -> None:
         torch.manual_seed(seed)
         TINY_PIPELINES[family]().save_pretrained(tmp)
-        (tmp / CALL_DEFAULTS).write_text(json.dumps(CALL_SETTINGS[family], indent=2) + "\n")
+        (tmp / PIPELINE_SETTINGS).write_text(json.dumps(CALL_SETTINGS[family], indent=2) + "\n")
 
-    return _cached(f"tiny-pipeline-{family}-seed{seed}", build, marker="model_index.json")
+    return cached(f"tiny-pipeline-{family}-seed{seed}", build, marker="model_index.json")

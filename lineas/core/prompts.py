@@ -7,8 +7,7 @@ import json
 from pathlib import Path
 
 
-class PromptFileError(ValueError):
-    """A prompt file that cannot be used, with the file named."""
+from lineas.core.errors import PromptFileError
 
 
 def read_prompts(path: str | Path, field: str = "text") -> list[str]:

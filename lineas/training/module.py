@@ -3,25 +3,34 @@
 from __future__ import annotations
 
 import warnings
-from contextlib import nullcontext
-from typing import Any, ContextManager, Iterable, Sequence
+from contextlib import contextmanager, nullcontext
+from typing import Any, ContextManager, Iterable, Iterator, Sequence
 
 import lightning as L
 import torch
 from lightning.fabric.utilities.apply_func import move_data_to_device
 
-from lineas.backbones import Backbone
-from lineas.estimators import ESTIMATORS, fit_incremental_, quantile_levels
-from lineas.hooks import attach, probe
-from lineas.loss import Pooling, check_mask, pool, sorted_w2
-from lineas.maps import AffineMaps
-from lineas.sites import resolve_sites
-from lineas.sparsity import Sparsity
-from lineas.stack import PrefixCache, find_stack
+from lineas.core.blocks import PrefixCache, find_stack
+from lineas.core.errors import ConfigError, FitError
+from lineas.core.estimators import ESTIMATORS, fit_incremental_, quantile_levels
+from lineas.core.hooks import attach, probe
+from lineas.core.loss import Pooling, check_mask, pool, sorted_w2
+from lineas.core.maps import AffineMaps
+from lineas.core.sparsity import Sparsity
+from lineas.models.backbone import Backbone
+from lineas.models.families import model_type_of, resolve_sites
+from lineas.training.distributed import average_gradients, gather_samples, shard_frozen_base
 
 PROBE_PROMPTS = ["Hello there.", "A short example prompt."]
-# The frozen base stays in eval mode on purpose (no dropout while fitting the maps).
-warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
+
+
+@contextmanager
+def frozen_base_expected() -> Iterator[None]:
+    """Within the block, Lightning does not warn that the frozen base is in eval mode (on purpose:
+    no dropout while fitting the maps)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
+        yield
 
 
 class LinEASModule(L.LightningModule):
@@ -38,13 +47,13 @@ class LinEASModule(L.LightningModule):
     With ``shift=False`` the maps are scale-only (``beta`` stays 0): they fold into the weights of
     architectures that have no bias to receive a shift (Mistral, Phi-3, Qwen2's MLP).
     ``estimator`` ``linear_act`` or ``mean_shift`` fills the maps in closed form when fitting starts
-    (the baselines of :mod:`lineas.estimators`, as the official Linear-AcT code runs them; run them with
+    (the baselines of :mod:`lineas.core.estimators`, as the official Linear-AcT code runs them; run them with
     ``max_steps=0``); with ``clip`` their maps act only strictly inside the ``clip_quantiles`` (percent)
     of each site's pooled source samples (official: min and max), which makes them live-only maps.
     ``checkpointing`` recomputes, in the backward pass, the activations of the blocks from the first
     site's to the last site's (memory for compute; same loss and gradients). ``prefix_cache`` stores,
     per prompt, the hidden states entering the first site's block and starts later forwards there
-    (exact: nothing before that block depends on the maps; see :class:`lineas.stack.PrefixCache`).
+    (exact: nothing before that block depends on the maps; see :class:`lineas.core.blocks.PrefixCache`).
     The frozen base stays in the dtype it was loaded in (e.g. bfloat16); maps and loss are float32.
     Defaults are those of the official code: Adam, lr 1e-3, betas (0.9, 0.9), cosine decay to lr*1e-3.
     """
@@ -67,9 +76,9 @@ class LinEASModule(L.LightningModule):
         self.early_exit = early_exit
         self._checkpoint, self._prefix = self._block_plan(checkpointing, prefix_cache, backbone)
         if estimator != "lineas" and estimator not in ESTIMATORS:
-            raise ValueError(f"estimator {estimator!r}: choose lineas, {', '.join(ESTIMATORS)}")
+            raise ConfigError(f"estimator {estimator!r}: choose lineas, {', '.join(ESTIMATORS)}")
         if clip and estimator == "lineas":
-            raise ValueError("module.clip applies to the closed-form baselines (estimator=linear_act or "
+            raise ConfigError("module.clip applies to the closed-form baselines (estimator=linear_act or "
                              "mean_shift); LinEAS maps are fitted unclipped")
         self.estimator = estimator
         if clip:
@@ -78,7 +87,7 @@ class LinEASModule(L.LightningModule):
         self.normalize = normalize
         self.maps = AffineMaps(self.sites, dims, info={
             "base_model": backbone.spec,
-            "model_type": getattr(getattr(self.base, "config", None), "model_type", None),
+            "model_type": model_type_of(self.base) or None,
             "estimator": estimator,
             "clip_quantiles": list(self.clip_quantiles) if self.clip_quantiles else None,
             "pooling": pooling,
@@ -108,7 +117,7 @@ class LinEASModule(L.LightningModule):
         where = [stack.block_of(s) for s in self.sites] if stack is not None else [None]
         if None in where:
             outside = [str(s) for s, b in zip(self.sites, where) if b is None] if stack else "all"
-            raise ValueError(f"checkpointing / prefix_cache need every site inside one block stack "
+            raise ConfigError(f"checkpointing / prefix_cache need every site inside one block stack "
                              f"(a ModuleList of layers); sites outside it: {outside}")
         first, last = min(where), stack.block_of(self.last_site)
         blocks = stack.block_names(first, last) if checkpointing else []
@@ -118,7 +127,7 @@ class LinEASModule(L.LightningModule):
             warnings.warn("prefix_cache: the first site is in block 0, so there is no prefix to cache")
             return blocks, None
         if not {"input_ids", "attention_mask"} <= set(backbone.collate(PROBE_PROMPTS)):
-            raise ValueError(f"prefix_cache needs token batches (input_ids, attention_mask); "
+            raise ConfigError(f"prefix_cache needs token batches (input_ids, attention_mask); "
                              f"{type(backbone).__name__} does not make them")
         return blocks, PrefixCache(stack, first)
 
@@ -147,24 +156,6 @@ class LinEASModule(L.LightningModule):
         mask = self.backbone.position_mask(batch)
         check_mask(mask)
         return [pool(capture[s], mask, self.pooling) for s in (self.sites if site is None else [self.sites[site]])]
-
-    def gather(self, pooled: list[torch.Tensor]) -> list[torch.Tensor]:
-        """Per site, the samples of every rank (identity on one process).
-
-        The W2 sort must see the global batch. Samples are gathered WITH gradients; ranks may hold
-        different counts (token pooling, uneven batches), so they are padded to a common count first.
-        Every rank then computes the same global loss; the gather's backward sums the W copies of each
-        rank's gradient and DDP's averaging divides by W: the exact gradient, no extra factor.
-        """
-        trainer = self._trainer
-        if trainer is None or trainer.world_size == 1:
-            return pooled
-        flat = torch.cat(pooled, dim=1).contiguous()  # one collective for all sites
-        counts = self.all_gather(torch.tensor(flat.shape[0], device=flat.device)).tolist()
-        padded = torch.nn.functional.pad(flat, (0, 0, 0, max(counts) - flat.shape[0]))
-        parts = self.all_gather(padded, sync_grads=True)  # (world_size, max count, sum of dims)
-        everything = torch.cat([p[:c] for p, c in zip(parts, counts)])
-        return list(everything.split([p.shape[1] for p in pooled], dim=1))
 
     @torch.no_grad()
     def collect(self, batches: Iterable[dict[str, Any]], with_maps: bool, site: int | None = None) -> list[torch.Tensor]:
@@ -206,32 +197,18 @@ class LinEASModule(L.LightningModule):
         """
         from lightning.pytorch.strategies import ModelParallelStrategy
 
-        if not isinstance(self.trainer.strategy, ModelParallelStrategy) or self._sharded:
-            return
-        from torch.distributed.device_mesh import init_device_mesh
-        from torch.distributed.fsdp import fully_shard
-
-        mesh = init_device_mesh(self.device.type, (self.trainer.world_size,))
-        stack = find_stack(self.base, self.sites)
-        for block in stack.blocks if stack is not None else []:
-            fully_shard(block, mesh=mesh, reshard_after_forward=True)
-        fully_shard(self.base, mesh=mesh)
-        self._sharded = True
+        if isinstance(self.trainer.strategy, ModelParallelStrategy) and not self._sharded:
+            shard_frozen_base(self.base, self.sites, self.device.type, self.trainer.world_size)
+            self._sharded = True
 
     def on_after_backward(self) -> None:
-        if not self._sharded:
-            return  # DDP (or one process) averages the gradients itself
-        grads = [p.grad for p in self.maps.parameters() if p.grad is not None]
-        flat = torch.cat([g.flatten() for g in grads])
-        torch.distributed.all_reduce(flat)  # a sum: gloo has no average
-        flat /= self.trainer.world_size
-        for g, part in zip(grads, flat.split([g.numel() for g in grads])):
-            g.copy_(part.view_as(g))
+        if self._sharded:  # DDP (or one process) averages the gradients itself
+            average_gradients(list(self.maps.parameters()), self.trainer.world_size)
 
     def on_fit_start(self) -> None:
         low = {str(p.dtype) for p in self.maps.parameters() if p.dtype != torch.float32}
         if low:
-            raise TypeError(f"the maps are {', '.join(low)}, not float32: trainer.precision "
+            raise FitError(f"the maps are {', '.join(low)}, not float32: trainer.precision "
                             f"{self.trainer.precision!r} casts them. Load the base in low precision with "
                             "backbone.dtype=bfloat16 and keep trainer.precision=32-true or bf16-mixed")
         self._cache_targets()
@@ -244,11 +221,11 @@ class LinEASModule(L.LightningModule):
         return self.collect(loader, with_maps=True, site=site)[0]
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        losses = self.site_w2(self.gather(self.pooled(batch, with_maps=True)), self._targets["fit"])
+        losses = self.site_w2(gather_samples(self, self.pooled(batch, with_maps=True)), self._targets["fit"])
         bad = ~torch.isfinite(losses)
         if bad.any():
             names = [str(s) for s, b in zip(self.sites, bad.tolist()) if b]
-            raise FloatingPointError(
+            raise FitError(
                 f"non-finite W2 loss at step {self.global_step} at site(s) {names}: lower the learning "
                 "rate, load the base in float32, or check the prompts; no maps were written")
         loss = losses.mean()
@@ -287,7 +264,7 @@ class LinEASModule(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         missing = {k for k in self.state_dict() if k.startswith("maps.")} - set(checkpoint["state_dict"])
         if missing:
-            raise KeyError(f"checkpoint lacks maps parameters {sorted(missing)[:4]}: was it fitted on other sites?")
+            raise ConfigError(f"checkpoint lacks maps parameters {sorted(missing)[:4]}: was it fitted on other sites?")
 
     def fitted_maps(self) -> AffineMaps:
         """The maps, with the step count recorded in their info."""

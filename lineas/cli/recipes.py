@@ -1,4 +1,5 @@
-"""Hydra wiring: the ``recipe`` config group from ``recipes/``, user recipe files, resolvers."""
+"""Hydra wiring: the ``recipe`` config group from ``recipes/``, user recipe files, the typed schemas of the
+task configs, the ``lineas_data`` resolver."""
 
 from __future__ import annotations
 
@@ -8,12 +9,12 @@ from pathlib import Path
 from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
+from lineas.core.errors import ConfigError
+from lineas.core.files import data_path
+from lineas.tasks.configs import CompareConfig, EvaluateConfig, ExportConfig, GenerateConfig
+
 USER_PREFIX = "file_"
-
-
-def data_path(rel: str) -> str:
-    """Path of a data file shipped with lineas (``lineas/data/REL``)."""
-    return str(files("lineas") / "data" / rel)
+SCHEMAS = {"export": ExportConfig, "generate": GenerateConfig, "evaluate": EvaluateConfig, "compare": CompareConfig}
 
 
 def recipe_names() -> list[str]:
@@ -21,10 +22,13 @@ def recipe_names() -> list[str]:
 
 
 def register() -> None:
-    """Register the shipped recipes under group ``recipe`` and the ``lineas_data`` resolver."""
+    """Register the shipped recipes under group ``recipe``, the task schemas (``NAME_schema``) and the
+    ``lineas_data`` resolver."""
     if not OmegaConf.has_resolver("lineas_data"):
         OmegaConf.register_new_resolver("lineas_data", data_path)
     cs = ConfigStore.instance()
+    for name, schema in SCHEMAS.items():
+        cs.store(name=f"{name}_schema", node=schema)
     for name in recipe_names():
         cs.store(group="recipe", name=name, package="_global_",
                  node=OmegaConf.create((files("lineas.recipes") / f"{name}.yaml").read_text()))
@@ -33,10 +37,12 @@ def register() -> None:
 def register_recipe_file(path: str | Path) -> str:
     """Register a user's recipe YAML; returns the name to select it with (``recipe=NAME``)."""
     path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"recipe file {path} does not exist (paths are relative to {Path.cwd()})")
     try:
         node = OmegaConf.load(path)
     except Exception as err:  # yaml's errors carry the line and column
-        raise SystemExit(f"recipe file {path} is not valid YAML: {err}") from None
+        raise ConfigError(f"recipe file {path} is not valid YAML: {err}") from None
     name = USER_PREFIX + "".join(c if c.isalnum() else "_" for c in path.stem)
     ConfigStore.instance().store(group="recipe", name=name, package="_global_", node=node)
     return name

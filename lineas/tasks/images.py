@@ -11,13 +11,19 @@ from __future__ import annotations
 import io
 from contextlib import nullcontext
 from pathlib import Path
+from dataclasses import asdict
 from typing import Any, Sequence
 
 import numpy as np
 import torch
-from lineas.atomic import write_bytes
-from lineas.maps import AffineMaps
-from lineas.pipelines import PipelineModules
+
+from lineas.core.files import write_bytes
+from lineas.core.maps import AffineMaps
+from lineas.models.diffusion import PipelineModules, load_pipeline
+from lineas.models.families import check_fitted_on
+from lineas.models.sources import resolve
+from lineas.tasks.configs import GenerateConfig
+from lineas.tasks.steered import Steering
 
 
 def render(pipe: Any, prompts: Sequence[str], seeds: Sequence[int] = (0,), maps: AffineMaps | None = None,
@@ -53,3 +59,19 @@ def save_png(path: str | Path, picture: np.ndarray) -> Path:
     buf = io.BytesIO()
     Image.fromarray(picture).save(buf, format="PNG")
     return write_bytes(path, buf.getvalue())
+
+
+def run_images(cfg: GenerateConfig, steering: Steering, prompts: list[str], device: str) -> list[dict[str, Any]]:
+    """``python -m lineas.generate`` on a pipeline: one grid PNG, and one row per prompt x seed x column."""
+    pipe = load_pipeline(steering.spec, cfg.dtype).to(device)
+    maps = steering.maps
+    if maps is not None:
+        check_fitted_on(maps.info, PipelineModules(pipe), steering.spec)
+        maps.to(device)
+    call = {k: v for k, v in asdict(cfg.pipeline).items() if v is not None}
+    images = render(pipe, prompts, cfg.seeds, maps, steering.strengths, **{**resolve(steering.spec).pipeline_settings, **call})
+    path = save_png(cfg.image_grid, grid(images))
+    columns = [f"{s:g}" for s in steering.strengths] if maps is not None else [steering.label]
+    rows = [{"prompt": p, "seed": int(seed), "column": c} for c in columns for p in prompts for seed in cfg.seeds]
+    print(f"{len(prompts)} prompts x {len(cfg.seeds)} seeds x columns {columns}: {path}")
+    return rows

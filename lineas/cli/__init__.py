@@ -1,0 +1,1 @@
+"""Hydra wiring of the entry points: recipes, typed configs, and one-line errors."""

@@ -1,0 +1,44 @@
+"""One way to run a task as ``python -m lineas.NAME key=value ...``: Hydra composes the config, the task
+runs on its typed form, and a :class:`~lineas.core.errors.LineasError` is one line on stderr, exit 2."""
+
+from __future__ import annotations
+
+import sys
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from lineas.cli.recipes import register
+from lineas.core.errors import LineasError
+
+
+@contextmanager
+def one_line_errors(name: str) -> Iterator[None]:
+    """Print a user error raised inside the block as ``lineas.NAME: message`` and exit 2 (no traceback)."""
+    try:
+        yield
+    except LineasError as err:
+        print(f"lineas.{name}: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def typed(cfg: DictConfig) -> Any:
+    """The composed config as its schema's dataclass (a plain DictConfig where there is no schema)."""
+    return OmegaConf.to_object(cfg) if OmegaConf.get_type(cfg) is not dict else cfg
+
+
+def hydra_entry(name: str, task: Callable[[Any], Any], config_name: str | None = None) -> Callable[[], None]:
+    """The ``main`` of ``python -m lineas.NAME``: ``task`` on the typed config ``config_name`` (default NAME)."""
+
+    @hydra.main(config_path="pkg://lineas.conf", config_name=config_name or name, version_base="1.3")
+    def main(cfg: DictConfig) -> None:
+        with one_line_errors(name):
+            task(typed(cfg))
+
+    def run() -> None:
+        register()
+        main()
+
+    return run

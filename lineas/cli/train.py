@@ -1,0 +1,89 @@
+"""Fitting from a composed Hydra config, and the command line of ``python -m lineas.train``.
+
+Two things Hydra does not do by itself are done to the arguments before it sees them: a recipe given
+as a file path is registered under a name, and ``output_dir=D`` becomes Hydra's run (or sweep) dir,
+so that DDP children, which Lightning relaunches with the parent's ``hydra.run.dir``, write to the
+same folder. The children re-run the original arguments (Lightning rebuilds them from ``sys.argv``).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import hydra
+import lightning as L
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from hydra.utils import instantiate
+from lightning.pytorch.loggers import TensorBoardLogger
+from omegaconf import DictConfig
+
+from lineas.cli.main import one_line_errors
+from lineas.cli.recipes import register, register_recipe_file
+from lineas.core.errors import ConfigError
+from lineas.training.module import frozen_base_expected
+
+
+def train(cfg: DictConfig) -> Path:
+    """Fit the maps described by a composed config; returns the output folder."""
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    out = Path(cfg.output_dir)
+    backbone = instantiate(cfg.backbone)
+    datamodule = instantiate(cfg.data, collate_fn=backbone.collate)
+    module = instantiate(cfg.module, backbone=backbone)
+    callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
+    logger = TensorBoardLogger(save_dir=str(out), name="tb", version="")
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger)
+    with frozen_base_expected():
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.resume)
+    return out
+
+
+def _refuse_multirun_ddp(cfg: DictConfig) -> None:
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        strategy = str(cfg.trainer.get("strategy", "auto"))
+        devices = cfg.trainer.get("devices", 1)
+        if "ddp" in strategy or (isinstance(devices, int) and devices > 1):
+            raise ConfigError(
+                "Hydra multirun (-m) cannot be combined with multi-process DDP (a known upstream "
+                "limitation): run one `python -m lineas.train ...` per setting instead, or use "
+                "trainer.devices=1 for the sweep.")
+
+
+_ARGV: list[str] = []
+
+
+@hydra.main(config_path="pkg://lineas.conf", config_name="train", version_base="1.3")
+def _main(cfg: DictConfig) -> None:
+    sys.argv = list(_ARGV)  # Lightning's DDP launcher re-runs children with sys.argv
+    with one_line_errors("train"):
+        _refuse_multirun_ddp(cfg)
+        train(cfg)
+
+
+def main() -> None:
+    """``python -m lineas.train recipe=NAME key=value ...``."""
+    register()
+    _ARGV[:] = sys.argv
+    with one_line_errors("train"):
+        args = _hydra_args(sys.argv[1:])
+    sys.argv = [sys.argv[0], *args]
+    _main()
+
+
+def _hydra_args(args: list[str]) -> list[str]:
+    """The arguments as Hydra should see them: recipe files registered, output_dir as Hydra's dir."""
+    multirun = any(a in ("-m", "--multirun") for a in args)
+    has_dir = any(a.startswith(("hydra.run.dir=", "hydra.sweep.dir=")) for a in args)
+    out = []
+    for arg in args:
+        key, sep, value = arg.partition("=")
+        if sep and key.lstrip("+~") == "recipe" and value.endswith((".yaml", ".yml")):
+            arg = f"{key}={register_recipe_file(value)}"
+        elif sep and key == "output_dir":
+            if has_dir:
+                continue  # a DDP child: Lightning passes the parent's hydra.run.dir
+            arg = f"hydra.{'sweep' if multirun else 'run'}.dir={value}"
+        out.append(arg)
+    return out

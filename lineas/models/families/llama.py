@@ -1,0 +1,23 @@
+"""Llama-style decoders (Llama and SmolLM2, Mistral, Qwen2): pre-norm blocks with q/k/v/o and gate/up/down."""
+
+from lineas.core.merge import FoldRules
+from lineas.models.family import Family
+
+ATTN_IN = ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"]
+MLP_IN = ["mlp.gate_proj", "mlp.up_proj"]
+LAYER = r"model\.layers\.\d+\."
+NORM_CONSUMERS = {"input_layernorm": ATTN_IN, "post_attention_layernorm": MLP_IN}
+NORM_PRESETS = {"attn_in": [LAYER + "input_layernorm"], "mlp_in": [LAYER + "post_attention_layernorm"]}
+
+LLAMA = Family(
+    "llama",
+    presets={"mlp_out": [LAYER + r"mlp\.down_proj"], "attn_out": [LAYER + r"self_attn\.o_proj"], **NORM_PRESETS},
+    default_preset="mlp_out",
+    # `mlp_bias` / `attention_bias` give every projection of the kind a bias: the shift's home
+    fold=FoldRules(NORM_CONSUMERS, {"attention_bias": [*ATTN_IN, "self_attn.o_proj"],
+                                    "mlp_bias": [*MLP_IN, "mlp.down_proj"]}),
+)
+# No bias flags: norm sites only (their shift goes to the q/k/v (Qwen2: biased) or gate/up consumers).
+MISTRAL = Family("mistral", presets=NORM_PRESETS, default_preset="attn_in", fold=FoldRules(NORM_CONSUMERS))
+QWEN2 = Family("qwen2", presets={"attn_in": NORM_PRESETS["attn_in"]}, default_preset="attn_in",
+               fold=FoldRules(NORM_CONSUMERS))

@@ -1,0 +1,71 @@
+"""A merged, plain checkpoint: the maps folded into their base model's weights at one strength.
+
+For a causal LM the written folder (safetensors weights, config, tokenizer, generation config) loads
+with ``AutoModelForCausalLM.from_pretrained(OUT)``; for a diffusers pipeline (maps fitted with
+:class:`lineas.models.diffusion.DiffusionPipe`) it is a whole pipeline folder that loads with
+``DiffusionPipeline.from_pretrained(OUT)``. No lineas import, no hooks.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from lineas.core.errors import MergeError, OutputExistsError
+from lineas.core.files import MERGE_RECORD, PIPELINE_SETTINGS, atomic_dir
+from lineas.core.maps import AffineMaps, load_maps
+from lineas.core.merge import check_unclipped, merge_
+from lineas.models.backbone import parse_dtype
+from lineas.models.causal_lm import load_causal_lm
+from lineas.models.diffusion import PipelineModules, is_pipeline, load_pipeline
+from lineas.models.families import check_fitted_on, fold_rules
+from lineas.models.sources import resolve
+
+
+def export(maps: str | Path | AffineMaps, output_dir: str | Path, strength: float = 1.0,
+           model: str | None = None, overwrite: bool = False, dtype: str | None = None) -> Path:
+    """Fold ``maps`` at ``strength`` into their base model (or ``model``) and save it to ``output_dir``."""
+    output_dir = Path(output_dir)
+    if output_dir.exists() and not overwrite:
+        raise OutputExistsError(f"{output_dir} exists; pass overwrite=true to replace it")
+    maps = maps if isinstance(maps, AffineMaps) else load_maps(maps)
+    check_unclipped(maps)  # before loading the base
+    spec = model or maps.info.get("base_model")
+    if spec is None:
+        raise MergeError("the maps do not name their base model: pass model=ID_OR_PATH")
+    base, weights, save = _load_base(spec, is_pipeline(spec, maps.info.get("model_type")))
+    check_fitted_on(maps.info, base, spec)
+    plan = merge_(base, maps, fold_rules(base), strength)
+    if dtype is not None:
+        weights.to(parse_dtype(dtype))
+    with atomic_dir(output_dir, overwrite=overwrite) as tmp:
+        save(tmp)
+        record = {"base_model": spec, "strength": strength, "sites": [str(s) for s in maps.sites],
+                  "bias_flags_enabled": plan.flags, "maps_info": maps.info}
+        (tmp / MERGE_RECORD).write_text(json.dumps(record, indent=2) + "\n")
+    return output_dir
+
+
+def _load_base(spec: str, pipeline: bool) -> tuple[Any, Any, Callable[[Path], None]]:
+    """In float32: the module the maps fold into, what to cast, and how to save the whole folder."""
+    if pipeline:
+        pipe = load_pipeline(spec, torch.float32)
+        settings = Path(resolve(spec).path) / PIPELINE_SETTINGS
+
+        def save_pipeline(tmp: Path) -> None:
+            pipe.save_pretrained(tmp)
+            if settings.is_file():
+                shutil.copyfile(settings, tmp / PIPELINE_SETTINGS)
+
+        return PipelineModules(pipe), pipe, save_pipeline
+    model, tokenizer = load_causal_lm(spec, torch.float32)
+
+    def save_lm(tmp: Path) -> None:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+
+    return model, model, save_lm

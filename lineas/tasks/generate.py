@@ -1,0 +1,250 @@
+"""Steered text side by side: continuations of prompts at several strengths of the maps.
+
+Maps fitted on a diffusers pipeline (or ``model=`` a pipeline folder, e.g. a merged one) give images
+instead: a grid PNG (``image_grid``, rows = prompt x seed, columns = strengths) made by
+:func:`lineas.tasks.images.render` with the folder's call settings, overridable as ``pipeline.KEY=VALUE``.
+
+For each prompt of ``prompts`` (``.txt``, ``.jsonl`` or ``.csv``; see
+:func:`lineas.core.prompts.read_prompts`) one continuation is generated per strength, with the maps
+attached to their base model (``maps.info["base_model"]``, or ``model=``).
+``model=FOLDER`` without ``maps`` generates from that model alone (a merged checkpoint written by
+``python -m lineas.export``, or any model spec): ``strengths`` is then ignored and the single column
+is called ``merged`` (a folder holding ``lineas_merge.json``) or ``model``.
+
+Output: a readable table on stdout (each prompt, then its continuations), ``output`` (default
+``generations.jsonl``: one row per prompt x strength with ``prompt``, ``strength``, ``continuation``
+and ``column``, the table header), written atomically, and with ``tb_dir=DIR`` the same table as
+TensorBoard text (tag ``generations``). Sampling settings (:class:`lineas.tasks.configs.Sampling`:
+``max_new_tokens``, ``do_sample``, ``temperature``, ``top_p``, ``seed``, ``batch_size``,
+``chat_template``) are overridden as ``sampling.KEY=VALUE``.
+
+Steering semantics
+------------------
+``maps.apply(model)`` attaches forward hooks that map EVERY position of each site's output.
+During generation that means the prompt tokens in the prefill forward, and then each newly
+generated token in its own decoding forward. With the KV cache, the keys and values cached for
+earlier positions were computed from activations that had already been steered (every site
+upstream of an attention layer was mapped when those positions went through it), so the cache is
+exactly what a merged checkpoint (``lineas.export``, which steers all positions by construction,
+the map being folded into the weights) would have cached: live maps and the merged checkpoint
+generate the same tokens, with or without the cache (``use_cache=False`` recomputes all positions
+each step, all of them steered again). Padding positions are mapped too; they are masked out of
+attention, so they change nothing.
+
+Seeding: the random generators are reset to ``seed`` before the first batch of EACH strength (and
+restored afterwards: the caller's random state is left as it was), so strength 0 (the identity map,
+exactly) samples the same text as the base model with the same seed, and each strength's column
+does not depend on which other strengths were asked for. ``seed=None`` does not seed.
+
+Notebook use::
+
+    from lineas.tasks.generate import generate
+    rows = generate(model, tokenizer, ["The referee was such a"], maps=maps, strengths=(0, 1),
+                    max_new_tokens=20, do_sample=False)   # or sampling=Sampling(...)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from contextlib import contextmanager, nullcontext
+from dataclasses import asdict, fields, replace
+from typing import Any, Iterator, Sequence
+
+import torch
+from torch import nn
+
+from lineas.core.errors import ConfigError
+from lineas.core.files import write_jsonl
+from lineas.core.maps import AffineMaps
+from lineas.core.prompts import read_prompts
+from lineas.models.causal_lm import load_causal_lm
+from lineas.models.families import check_fitted_on
+from lineas.models.sources import resolve
+from lineas.tasks.configs import GenerateConfig, Sampling
+from lineas.tasks.steered import load_steering
+
+
+def _label(strength: float | None, label: str | None = None) -> str:
+    if label is not None:
+        return label
+    return "model" if strength is None else f"{strength:g}"
+
+
+@contextmanager
+def _seeded(seed: int | None, device: torch.device) -> Iterator[None]:
+    """Seed torch's generators inside the block; the caller's random state is restored after."""
+    if seed is None:
+        yield
+        return
+    cuda = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
+        torch.manual_seed(seed)
+        yield
+
+
+@contextmanager
+def _left_padded(tokenizer: Any) -> Iterator[Any]:
+    """Left padding inside the block (a decoder-only model continues from the last position)."""
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    saved = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    try:
+        yield tokenizer
+    finally:
+        tokenizer.padding_side = saved
+
+
+def format_prompts(tokenizer: Any, prompts: Sequence[str], chat_template: bool) -> list[str]:
+    """The texts fed to the model: the prompts, or each wrapped as a user message of the chat template."""
+    if not chat_template:
+        return list(prompts)
+    if not getattr(tokenizer, "chat_template", None):
+        raise ConfigError("chat_template=true, but this tokenizer has no chat template; use chat_template=false")
+    return [tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
+                                          add_generation_prompt=True) for p in prompts]
+
+
+def generate(
+    model: nn.Module,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    maps: AffineMaps | None = None,
+    strengths: Sequence[float] = (1.0,),
+    sampling: Sampling | None = None,
+    *,
+    progress: bool = True,
+    label: str | None = None,
+    **kwargs: Any,
+) -> list[dict[str, Any]]:
+    """Continuations of ``prompts`` by ``model``, steered by ``maps`` at each of ``strengths``.
+
+    Returns one row per prompt x strength, prompt-major: ``{"prompt", "strength", "continuation",
+    "column"}`` (``column``: the table header, e.g. ``"0.5"``). Without ``maps``, ``strengths`` is
+    ignored: one row per prompt, ``strength`` None, column ``label`` (default ``"model"``).
+    ``sampling`` (default :class:`Sampling`) is updated by any of its fields given in ``kwargs``; the other
+    ``kwargs`` (``use_cache``, ``min_new_tokens``, ...) go to ``model.generate``. Prompts are left-padded
+    in batches of ``sampling.batch_size`` (the tokenizer gets ``pad_token = eos`` if it has none; its
+    padding side is restored). See the module docstring for seeding and what the maps steer.
+    """
+    from tqdm.auto import tqdm
+
+    names = {f.name for f in fields(Sampling)}
+    sampling = replace(sampling or Sampling(), **{k: kwargs.pop(k) for k in names & set(kwargs)})
+    batch_size, seed = sampling.batch_size, sampling.seed
+    prompts = list(prompts)
+    columns: list[float | None] = [float(s) for s in strengths] if maps is not None else [None]
+    if maps is not None and not columns:
+        raise ConfigError("no strengths given")
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+    texts = format_prompts(tokenizer, prompts, sampling.chat_template)
+    device = next(model.parameters()).device
+    kwargs.update(max_new_tokens=sampling.max_new_tokens, do_sample=sampling.do_sample)
+    if sampling.do_sample:
+        kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p)
+    batches = [texts[i:i + batch_size] for i in range(0, len(texts), batch_size)]
+    out: dict[float | None, list[str]] = {}
+    was_training = model.training
+    model.eval()
+    try:
+        with _left_padded(tokenizer), tqdm(total=len(columns) * len(batches), desc="generate", unit="batch",
+                                           disable=not progress) as bar:
+            kwargs.setdefault("pad_token_id", tokenizer.pad_token_id)
+            for lam in columns:
+                steer = maps.apply(model, strength=lam) if maps is not None else nullcontext()
+                texts_out: list[str] = []
+                with _seeded(seed, device), steer, torch.no_grad():
+                    for batch in batches:
+                        enc = tokenizer(batch, return_tensors="pt", padding=True,
+                                        add_special_tokens=not sampling.chat_template).to(device)
+                        ids = model.generate(**enc, **kwargs)
+                        new = ids[:, enc["input_ids"].shape[1]:]
+                        texts_out += tokenizer.batch_decode(new, skip_special_tokens=True)
+                        bar.update(1)
+                out[lam] = texts_out
+    finally:
+        model.train(was_training)
+    return [{"prompt": p, "strength": lam, "continuation": out[lam][i], "column": _label(lam, label)}
+            for i, p in enumerate(prompts) for lam in columns]
+
+
+def _one_line(text: str) -> str:
+    return text.replace("\r", "").replace("\n", "\\n")
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    """Plain-text table: each prompt, then one continuation per column."""
+    width = max(len(r["column"]) for r in rows)
+    lines, n = [], 0
+    for r in rows:
+        if r["column"] == rows[0]["column"]:  # rows are prompt-major: the first column starts a prompt
+            n += 1
+            lines += ["", f"[{n}] {_one_line(r['prompt'])}"]
+        lines.append(f"    {r['column']:>{width}} | {_one_line(r['continuation'])}")
+    return "\n".join(lines[1:])
+
+
+def _md(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\r", "").replace("\n", "<br>")
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    """The table as Markdown (TensorBoard renders its text plugin as Markdown): one row per prompt."""
+    columns = list(dict.fromkeys(r["column"] for r in rows))
+    by_prompt: dict[int, dict[str, str]] = {}
+    order: list[str] = []
+    for r in rows:
+        if r["column"] == columns[0]:
+            order.append(r["prompt"])
+        by_prompt.setdefault(len(order) - 1, {})[r["column"]] = r["continuation"]
+    head = "| prompt | " + " | ".join(f"strength {c}" if c[:1].isdigit() else c for c in columns) + " |"
+    lines = [head, "|" + "---|" * (len(columns) + 1)]
+    for i, p in enumerate(order):
+        lines.append(f"| {_md(p)} | " + " | ".join(_md(by_prompt[i].get(c, "")) for c in columns) + " |")
+    return "\n".join(lines)
+
+
+def log_tensorboard(tb_dir: str | os.PathLike, rows: list[dict[str, Any]], tag: str = "generations",
+                    config: dict[str, Any] | None = None) -> None:
+    """The table as TensorBoard text under ``tag`` (and the config under ``tag/config``)."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(log_dir=str(tb_dir))
+    try:
+        writer.add_text(tag, markdown_table(rows), global_step=0)
+        if config is not None:
+            writer.add_text(f"{tag}/config", "```\n" + json.dumps(config, indent=2) + "\n```", global_step=0)
+    finally:
+        writer.close()
+
+
+def run_generate(cfg: GenerateConfig) -> list[dict[str, Any]]:
+    """What ``python -m lineas.generate`` does: the table on stdout, the rows as JSON lines (and
+    TensorBoard text); maps of a pipeline (or a pipeline folder) give an image grid instead."""
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
+    device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    prompts = read_prompts(cfg.prompts, cfg.text_field)
+    steering = load_steering(cfg.maps, cfg.model, cfg.strengths)
+    if steering.pipeline:
+        from lineas.tasks.images import run_images
+
+        return run_images(cfg, steering, prompts, device)
+    model, tokenizer = load_causal_lm(steering.spec, cfg.dtype, device)
+    if steering.maps is not None:
+        check_fitted_on(steering.maps.info, model, steering.spec)
+        steering.maps.to(device)
+    rows = generate(model, tokenizer, prompts, steering.maps, steering.strengths, cfg.sampling,
+                    progress=cfg.progress, label=steering.label)
+    record = resolve(steering.spec).merge_record
+    for r in rows if record is not None else []:
+        r["strength"] = record.get("strength")
+    print(format_table(rows), flush=True)
+    if cfg.output:
+        print(f"\nwrote {write_jsonl(cfg.output, rows)} ({len(rows)} rows)")
+    if cfg.tb_dir:
+        log_tensorboard(cfg.tb_dir, rows, config=asdict(cfg))
+        print(f"TensorBoard text: {cfg.tb_dir} (tag 'generations')")
+    return rows
