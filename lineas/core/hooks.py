@@ -72,25 +72,11 @@ def attach(
             raise SiteError(f"site {site}: no module named {site.module!r} in {type(model).__name__}")
         by_module[site.module].append((i, site))
 
-    def make_hook(entries: list[tuple[int, Site]], stop: bool) -> Callable:
-        def hook(module: nn.Module, args: Any, out: Any) -> Any:
-            for i, site in entries:
-                t = _select(site, out)
-                if maps is not None:
-                    t = maps.transform(i, t)
-                    out = _replace(site, out, t)
-                if capture is not None:
-                    capture[site] = t
-            if stop:
-                raise StopForward
-            return out
-
-        return hook
-
     stop_module = stop_after.module if stop_after is not None else None
 
     def register(names: list[str]) -> list[torch.utils.hooks.RemovableHandle]:
-        return [modules[n].register_forward_hook(make_hook(by_module[n], n == stop_module)) for n in names]
+        return [modules[n].register_forward_hook(_site_hook(by_module[n], maps, capture, n == stop_module))
+                for n in names]
 
     inner: dict[str, list[str]] = {block: [n for n in by_module if n.startswith(block + ".")] for block in checkpoint}
     if stop_module is not None and any(stop_module in names for names in inner.values()):
@@ -110,6 +96,25 @@ def attach(
                 del module.forward
             else:
                 module.forward = own
+
+
+def _site_hook(entries: list[tuple[int, Site]], maps: SiteMaps | None, capture: dict[Site, torch.Tensor] | None,
+               stop: bool) -> Callable:
+    """The forward hook of one module: map (maps' site indices ``i``) and capture its sites; maybe stop."""
+
+    def hook(module: nn.Module, args: Any, out: Any) -> Any:
+        for i, site in entries:
+            t = _select(site, out)
+            if maps is not None:
+                t = maps.transform(i, t)
+                out = _replace(site, out, t)
+            if capture is not None:
+                capture[site] = t
+        if stop:
+            raise StopForward
+        return out
+
+    return hook
 
 
 def _checkpointed(module: nn.Module, hooks: Callable[[], list]) -> Callable | None:

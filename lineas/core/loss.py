@@ -7,6 +7,8 @@ from typing import Literal
 
 import torch
 
+from lineas.core.errors import ConfigError, PromptFileError, SiteError
+
 Pooling = Literal["mean", "token"]
 
 
@@ -24,21 +26,22 @@ def pool(x: torch.Tensor, mask: torch.Tensor | None, mode: Pooling = "mean") -> 
     if x.ndim == 2:
         return x
     if x.ndim != 3:
-        raise ValueError(f"cannot pool a site output of shape {tuple(x.shape)}")
+        raise SiteError(f"cannot pool a site output of shape {tuple(x.shape)}: pick sites whose outputs are "
+                        "(batch, tokens, features), (batch, channels, height, width) or (batch, features)")
     if mask is None:
         return x.mean(1) if mode == "mean" else x.flatten(0, 1)
     mask = mask.to(x.device, torch.bool)
     if mode == "token":
         return x[mask]
     if mode != "mean":
-        raise ValueError(f"pooling {mode!r}: choose 'mean' or 'token'")
+        raise ConfigError(f"pooling {mode!r}: choose 'mean' or 'token'")
     return torch.where(mask.unsqueeze(-1), x, 0).sum(1) / mask.sum(1, keepdim=True)
 
 
 def check_mask(mask: torch.Tensor | None) -> None:
     """Refuse a batch in which a prompt has no real position to pool (one check per batch)."""
     if mask is not None and not bool(mask.any(1).all()):
-        raise ValueError("a prompt has no real positions to pool (only padding or BOS): drop empty prompts")
+        raise PromptFileError("a prompt has no real positions to pool (only padding or BOS): drop empty prompts")
 
 
 @lru_cache(maxsize=64)

@@ -38,6 +38,7 @@ import torch
 import torchmetrics
 from torch import nn
 
+from lineas.core.errors import ModelSourceError
 from lineas.core.files import write_json
 
 LABELS = ("toxic", "severe_toxic", "obscene", "threat", "insult", "identity_hate")
@@ -57,7 +58,7 @@ def package_dir() -> Path:
     """``toxic_classifier/model/`` of the installed wheel, found without importing it (it needs tensorflow)."""
     spec = importlib.util.find_spec(PACKAGE)
     if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError(
+        raise ModelSourceError(
             f"the toxicity scorer's weights come from the PyPI package toxic-comment-classifier: run `{PIP_HINT}`"
         )
     return Path(spec.submodule_search_locations[0]) / "model"

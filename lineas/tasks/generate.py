@@ -154,20 +154,23 @@ def generate(
             kwargs.setdefault("pad_token_id", tokenizer.pad_token_id)
             for lam in columns:
                 steer = maps.apply(model, strength=lam) if maps is not None else nullcontext()
-                texts_out: list[str] = []
                 with _seeded(seed, device), steer, torch.no_grad():
-                    for batch in batches:
-                        enc = tokenizer(batch, return_tensors="pt", padding=True,
-                                        add_special_tokens=not sampling.chat_template).to(device)
-                        ids = model.generate(**enc, **kwargs)
-                        new = ids[:, enc["input_ids"].shape[1]:]
-                        texts_out += tokenizer.batch_decode(new, skip_special_tokens=True)
-                        bar.update(1)
-                out[lam] = texts_out
+                    out[lam] = [text for batch in batches
+                                for text in _continue(model, tokenizer, batch, not sampling.chat_template, kwargs, bar)]
     finally:
         model.train(was_training)
     return [{"prompt": p, "strength": lam, "continuation": out[lam][i], "column": _label(lam, label)}
             for i, p in enumerate(prompts) for lam in columns]
+
+
+def _continue(model: nn.Module, tokenizer: Any, batch: list[str], special_tokens: bool, kwargs: dict[str, Any],
+              bar: Any) -> list[str]:
+    """The new text of one batch of prompts (left-padded)."""
+    enc = tokenizer(batch, return_tensors="pt", padding=True, add_special_tokens=special_tokens)
+    enc = enc.to(next(model.parameters()).device)
+    ids = model.generate(**enc, **kwargs)
+    bar.update(1)
+    return tokenizer.batch_decode(ids[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
 
 
 def _one_line(text: str) -> str:
