@@ -1,7 +1,9 @@
-"""Shared fixtures: a per-test seed, a numpy generator, and the tiny random Llama backbone."""
+"""Shared fixtures: a per-test seed, a numpy generator, the tiny random Llama backbone and the tiny random
+diffusers pipelines."""
 
 from __future__ import annotations
 
+import os
 import zlib
 
 import numpy as np
@@ -26,6 +28,15 @@ def _one_thread():
     torch.set_num_threads(saved)
 
 
+@pytest.fixture
+def all_threads():
+    """Every core for the test (for the real SmolLM2 weights; the session default is one thread)."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    yield
+    torch.set_num_threads(saved)
+
+
 @pytest.fixture(autouse=True)
 def _seed_torch(request: pytest.FixtureRequest) -> None:
     torch.manual_seed(_seed_of(request))
@@ -38,8 +49,15 @@ def rng(request: pytest.FixtureRequest) -> np.random.Generator:
 
 @pytest.fixture(scope="session")
 def tiny_llama() -> lineas.CausalLM:
-    """A random 4-layer, hidden-64 Llama with the SmolLM2 tokenizer (built once, cached on disk by lineas.models.cache)."""
+    """A random 4-layer, hidden-64 Llama with the SmolLM2 tokenizer (built once, cached on disk by
+    lineas.models.cache)."""
     return lineas.CausalLM("tiny:llama")
+
+
+@pytest.fixture(scope="session", params=["sd", "flux"])
+def tiny_pipe(request: pytest.FixtureRequest) -> lineas.DiffusionPipe:
+    """A tiny random text-to-image pipeline, offline: a UNet one (``tiny:sd``) and a FLUX one (``tiny:flux``)."""
+    return lineas.DiffusionPipe(f"tiny:{request.param}")
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Helpers shared by tests: composing the real Hydra config, running the CLI in a subprocess."""
+"""Helpers shared by tests: random maps, composing the real Hydra config, running the CLI in a subprocess."""
 
 from __future__ import annotations
 
@@ -6,15 +6,83 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any, Sequence
 
 import lightning
+import numpy as np
 import safetensors.torch
+import torch
 from hydra import compose, initialize_config_module
 from omegaconf import DictConfig
 
 from lineas.cli.recipes import register
+from lineas.core.hooks import probe
+from lineas.core.maps import AffineMaps
+from lineas.core.sites import Site
+from lineas.models.backbone import Backbone
+from lineas.models.families import PRESETS, model_type_of, resolve_sites
 
 ROOT = Path(__file__).resolve().parents[1]
+PROBE_PROMPTS = ["Hello there, how are you today?", "a pink elephant in a kitchen"]
+# Text-to-image (the ``tiny_pipe`` fixture): prompts, seeds, and the sites of every foldable kind (GroupNorm,
+# LayerNorm, Conv2d, Linear), in the denoiser and the text encoder, per family.
+T2I_PROMPTS = ["a cat sleeping on a windowsill", "a pink elephant in a kitchen"]
+T2I_SEEDS = (0, 3)
+T2I_MERGE_SITES = {
+    "sd": PRESETS["stable_diffusion"]["norms"] + PRESETS["stable_diffusion"]["text"]
+    + [r"unet\..*attentions\.\d+\.proj_out"],
+    "flux": PRESETS["flux"]["attn_out"] + PRESETS["flux"]["ff_out"] + PRESETS["stable_diffusion"]["text"],
+}
+
+
+def _normal(shape: torch.Size, generator: torch.Generator | np.random.Generator | None) -> torch.Tensor:
+    if isinstance(generator, np.random.Generator):
+        return torch.from_numpy(generator.normal(size=tuple(shape))).float()
+    return torch.randn(shape, generator=generator)
+
+
+def random_maps(sites: Sequence[Site | str] | AffineMaps, dims: Sequence[int] | None = None, *,
+                scale: float = 0.3, shift: bool = True,
+                generator: torch.Generator | np.random.Generator | None = None,
+                info: dict[str, Any] | None = None) -> AffineMaps:
+    """Maps away from identity: per site ``omega = 1 + scale*N(0, 1)``, then ``beta = scale*N(0, 1)``
+    (``beta = 0`` when not ``shift``: scale-only maps).
+
+    ``sites`` with their ``dims`` (and ``info``) make new maps; an :class:`AffineMaps` (e.g. a module's
+    ``maps``) is randomised in place. The draws come from ``generator`` (a torch or numpy generator), else
+    from torch's global generator (seeded per test by ``conftest.py``). Returns the maps.
+    """
+    if isinstance(sites, AffineMaps):
+        assert dims is None and info is None, "dims and info come with the given maps"
+        maps = sites
+    else:
+        assert dims is not None, "new maps need their dims"
+        maps = AffineMaps(sites, dims, info=info)
+    with torch.no_grad():
+        for w, b in zip(maps.omega, maps.beta):
+            w.copy_(1 + scale * _normal(w.shape, generator))
+            b.copy_(scale * _normal(b.shape, generator) if shift else torch.zeros_like(b))
+    return maps
+
+
+def clipped_maps(d: int = 6) -> AffineMaps:
+    """Maps of ``d`` dims at one site ``a``: omega from 0.5 to 2, beta from -1 to 1, clipped to act only
+    strictly inside (-0.5, 0.8) (Linear-AcT's support clip: live only, refused by the merge)."""
+    maps = AffineMaps(["a"], [d])
+    with torch.no_grad():
+        maps.omega[0].copy_(torch.linspace(0.5, 2.0, d))
+        maps.beta[0].copy_(torch.linspace(-1.0, 1.0, d))
+    maps.clip_(0, torch.full((d,), -0.5), torch.full((d,), 0.8))
+    return maps
+
+
+def random_maps_for(backbone: Backbone, sites: str | Sequence[str], **kwargs: Any) -> AffineMaps:
+    """:func:`random_maps` at ``sites`` (a preset name or patterns) of ``backbone``, with their dims probed
+    by a forward pass and the info an export needs (``base_model``, ``model_type``)."""
+    resolved = resolve_sites(backbone.model, sites)
+    dims, _ = probe(backbone.model, resolved, lambda: backbone.forward(backbone.collate(PROBE_PROMPTS)))
+    info = {"base_model": backbone.spec, "model_type": model_type_of(backbone.model)}
+    return random_maps(resolved, dims, info=info, **kwargs)
 
 
 def compose_cfg(*overrides: str) -> DictConfig:

@@ -7,6 +7,7 @@ import torch
 
 from lineas import LinEASModule
 from lineas.core.blocks import find_stack
+from tests.helpers import random_maps
 
 DEEP = [r"model\.layers\.[23]\.mlp\.down_proj", r"model\.layers\.2\.self_attn\.o_proj"]
 PROMPTS = ["I hate this so much, it is awful.", "You are a terrible person.", "Go away",
@@ -15,11 +16,8 @@ PROMPTS = ["I hate this so much, it is awful.", "You are a terrible person.", "G
 
 def make(backbone, **options) -> LinEASModule:
     module = LinEASModule(backbone, sites=DEEP, **options)
-    gen = torch.Generator().manual_seed(1)  # the same non-identity maps for every variant
-    with torch.no_grad():
-        for w, b in zip(module.maps.omega, module.maps.beta):
-            w.add_(0.2 * torch.randn(w.shape, generator=gen))
-            b.add_(0.2 * torch.randn(b.shape, generator=gen))
+    # the same non-identity maps for every variant
+    random_maps(module.maps, scale=0.2, generator=torch.Generator().manual_seed(1))
     return module
 
 
@@ -64,8 +62,8 @@ def test_prefix_cache_skips_the_early_blocks(tiny_llama):
     module = make(tiny_llama, prefix_cache=True)
     assert module._prefix.start == 2
     runs = {i: 0 for i in range(4)}
-    for i, layer in enumerate(tiny_llama.model.model.layers):
-        layer.register_forward_pre_hook(lambda m, a, i=i: runs.__setitem__(i, runs[i] + 1))
+    handles = [layer.register_forward_pre_hook(lambda m, a, i=i: runs.__setitem__(i, runs[i] + 1))
+               for i, layer in enumerate(tiny_llama.model.model.layers)]
     try:
         first, second, third = batches(tiny_llama)
         module.pooled(first, with_maps=True)  # fills the cache: every block runs
@@ -77,8 +75,8 @@ def test_prefix_cache_skips_the_early_blocks(tiny_llama):
         assert runs == {0: 2, 1: 2, 2: 4, 3: 4}
         assert module._prefix.ids.shape[0] == len(PROMPTS) + 1
     finally:
-        for layer in tiny_llama.model.model.layers:
-            layer._forward_pre_hooks.clear()
+        for handle in handles:
+            handle.remove()
 
 
 def saved_bytes(module: LinEASModule, batch) -> int:

@@ -1,25 +1,10 @@
-"""Prompt files and the fit / held-out split."""
+"""PromptPairDataModule: the seeded fit / held-out split, its loaders, and too few prompts refused."""
 
 from __future__ import annotations
 
-import json
+import pytest
 
-from lineas.datamodules import PromptPairDataModule, read_prompts
-
-
-def test_three_file_formats_read_the_same_prompts(tmp_path):
-    prompts = ["first prompt", "second, with a comma", 'third "quoted"']
-    (tmp_path / "p.txt").write_text("\n".join(prompts) + "\n\n")
-    (tmp_path / "p.jsonl").write_text("\n".join(json.dumps({"id": i, "text": p}) for i, p in enumerate(prompts)))
-    with open(tmp_path / "p.csv", "w", newline="") as f:
-        import csv
-
-        w = csv.writer(f)
-        w.writerow(["id", "sentence"])
-        w.writerows(enumerate(prompts))
-    assert read_prompts(tmp_path / "p.txt") == prompts
-    assert read_prompts(tmp_path / "p.jsonl") == prompts
-    assert read_prompts(tmp_path / "p.csv", field="sentence") == prompts
+from lineas.datamodules import PromptFileError, PromptPairDataModule
 
 
 def test_split_is_seeded_disjoint_and_sized():
@@ -45,3 +30,14 @@ def test_loaders_batch_and_collate():
     held = [x for b in dm.val_dataloader() for x in b["xs"]]
     assert held == dm.prompts["source"]["heldout"]
     assert [x for b in dm.target_dataloader("fit") for x in b["xs"]] == dm.prompts["target"]["fit"]
+
+
+def test_too_few_prompts(tmp_path):
+    one = tmp_path / "one.txt"
+    one.write_text("only one prompt\n")
+    many = tmp_path / "many.txt"
+    many.write_text("\n".join(f"prompt {i}" for i in range(8)))
+    with pytest.raises(PromptFileError, match=r"source prompts .*one.txt.*at least 2"):
+        PromptPairDataModule(one, many, heldout_fraction=0.0)
+    with pytest.raises(PromptFileError, match="at least 2"):
+        PromptPairDataModule(many, many, num_fit=7)  # 1 held out cannot be scored

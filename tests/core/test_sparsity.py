@@ -11,6 +11,7 @@ from scipy.optimize import minimize
 
 from lineas import AffineMaps, Sparsity
 from lineas.core.sparsity import prox_l1_group_, step_sizes
+from tests.helpers import random_maps
 
 
 def prox_reference(u: np.ndarray, tau_l1: float, tau_group: float) -> np.ndarray:
@@ -172,17 +173,13 @@ def test_prox_with_plain_lr_after_adam_does_not_select(rng):
     assert int((maps.omega[0] == 1).sum()) < int((u_star == 0).sum())
 
 
-def _random_maps(rng: np.random.Generator, dims: list[int], scale: float = 0.3) -> AffineMaps:
-    maps = AffineMaps([f"layer{i}.out" for i in range(len(dims))], dims)
-    with torch.no_grad():
-        for w, b in zip(maps.omega, maps.beta):
-            w.copy_(torch.from_numpy(1 + scale * rng.normal(size=w.numel())).float())
-            b.copy_(torch.from_numpy(scale * rng.normal(size=b.numel())).float())
-    return maps
+def _layer_sites(dims: list[int]) -> list[str]:
+    return [f"layer{i}.out" for i in range(len(dims))]
+
 
 def test_sparsity_prox_on_maps_uses_each_parameters_own_metric(rng):
     dims = [5, 9]
-    maps = _random_maps(rng, dims)
+    maps = random_maps(_layer_sites(dims), dims, scale=0.3, generator=rng)
     opt = torch.optim.Adam(maps.parameters(), lr=0.1, betas=(0.9, 0.9))
     sum((w**3).sum() + (b**2 * 3).sum() for w, b in zip(maps.omega, maps.beta)).backward()
     opt.step()
@@ -198,7 +195,7 @@ def test_sparsity_prox_on_maps_uses_each_parameters_own_metric(rng):
 
 
 def test_inactive_sparsity_leaves_maps_untouched(rng):
-    maps = _random_maps(rng, [3, 7])
+    maps = random_maps(_layer_sites([3, 7]), [3, 7], scale=0.3, generator=rng)
     opt = torch.optim.SGD(maps.parameters(), lr=1.0)
     before = {k: v.clone() for k, v in maps.state_dict().items()}
     s = Sparsity()

@@ -9,7 +9,6 @@ over time and the two dense layers, all in float64 from the h5 weights.
 from __future__ import annotations
 
 import math
-
 import os
 import pickle
 
@@ -17,9 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from lineas.metrics import toxicity
-
-from lineas.metrics import Toxicity
+from lineas.metrics import Toxicity, toxicity
 
 MODEL_DIR = toxicity.package_dir()  # installed by `make install` (--no-deps toxic-comment-classifier)
 from lineas.metrics.toxicity import LABELS, RestrictedUnpickler, load_vocab, restricted_loads, score  # noqa: E402

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import math
 
-import torch
-
 import numpy as np
+import torch
 
 from lineas.metrics.perplexity import perplexity, perplexity_with_se
 

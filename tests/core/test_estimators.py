@@ -1,5 +1,6 @@
 """Closed-form baselines: least squares against brute force; Linear-AcT and mean shift against an independent
-numpy implementation of the official algorithm (incremental, clipped, per token)."""
+numpy implementation of the official algorithm (incremental, clipped, per token); on the real SmolLM2, the
+official clip keeps perplexity in its regime (slow)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,13 @@ import pytest
 import torch
 
 import lineas
+from lineas.cli.train import train
+from lineas.core.estimators import sorted_affine_fit, source_bounds
 from lineas.core.files import data_path
+from lineas.core.prompts import read_prompts
 from lineas.datamodules import PromptPairDataModule
-from lineas.core.estimators import source_bounds, sorted_affine_fit
+from lineas.metrics.perplexity import perplexity
+from tests.helpers import compose_cfg
 
 
 @pytest.mark.parametrize("n,m", [(8, 8), (6, 4), (3, 7)])
@@ -60,12 +65,13 @@ def _numpy_baseline(model, names, source, target, kind):
         for side, batch in (("source", source), ("target", target)):
             captured = {}
 
-            def capture(module, args, out):
+            def capture(module, args, out, captured=captured):
                 captured["z"] = out.detach().double().numpy()
                 raise _Stop
 
             modules = dict(model.named_modules())
-            handles = [modules[n].register_forward_hook(_numpy_map_hook(*fitted[j], 1.0)) for j, n in enumerate(names[:k])]
+            handles = [modules[n].register_forward_hook(_numpy_map_hook(*fitted[j], 1.0))
+                       for j, n in enumerate(names[:k])]
             handles.append(modules[name].register_forward_hook(capture))
             try:
                 model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
@@ -152,3 +158,26 @@ def test_unclipped_linear_act_merges_and_clip_is_refused_for_lineas(tiny_llama):
     assert not maps.clipped and maps.info["clip_quantiles"] is None
     with pytest.raises(ValueError, match="module.clip applies to the closed-form baselines"):
         lineas.LinEASModule(tiny_llama, sites="mlp_out", clip=True)
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("all_threads")  # the real SmolLM2 weights: ~1 min
+def test_linear_act_with_the_official_clip_keeps_perplexity_in_its_regime(tmp_path):
+    # Without the clip, layer 11's massive first-token activation turns mean pooling into a length
+    # signal and the per-token map adds ~+930 to ordinary tokens: perplexity in the thousands.
+    train(compose_cfg("recipe=toxicity_smollm2", "estimator=linear_act", f"output_dir={tmp_path}",
+                      "trainer.enable_progress_bar=false", "callbacks.evaluate=null", "callbacks.export_merged=null"))
+    maps = lineas.load_maps(tmp_path / "maps")
+    assert maps.clipped and len(maps.sites) == 30
+    backbone = lineas.CausalLM(maps.info["base_model"])
+    model, tok = backbone.model, backbone.tokenizer
+    texts = read_prompts(data_path("neutral/wiki_dev.txt"))[:24]
+    base = perplexity(model, tok, texts, progress=False)
+    with maps.apply(model, strength=1.0):
+        clipped = perplexity(model, tok, texts, progress=False)
+    maps.bounds = [None] * len(maps.sites)
+    with maps.apply(model, strength=1.0):
+        unclipped = perplexity(model, tok, texts, progress=False)
+    print(f"\nLinear-AcT perplexity: base {base:.2f}, clipped {clipped:.2f}, unclipped {unclipped:.2f}")
+    assert base < clipped < 1.8 * base
+    assert unclipped > 10 * base

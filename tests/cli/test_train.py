@@ -1,4 +1,4 @@
-"""The training entry point end to end on the tiny recipe: summary, maps file, CLI, resume."""
+"""The training entry point end to end on the tiny recipe: summary, maps file, CLI, resume, user errors."""
 
 from __future__ import annotations
 
@@ -66,20 +66,6 @@ def test_checkpoint_holds_maps_not_base_and_resumes(tmp_path):
     assert not torch.equal(resumed["state_dict"]["maps.omega.0"], state["state_dict"]["maps.omega.0"])
 
 
-def test_python_api_matches_recipe_defaults(tmp_path):
-    from lineas.core.files import data_path
-
-    maps = lineas.fit("tiny:llama", data_path("toxicity/toxic.txt"), data_path("tiny/polite.txt"),
-                      sites="mlp_out", steps=15, lr=3e-2, num_fit=32, output_dir=tmp_path,
-                      enable_progress_bar=False, enable_model_summary=False)
-    assert maps.info["steps"] == 15
-    summary = json.loads((tmp_path / "fit_summary.json").read_text())["heldout_w2"]["mean"]
-    assert summary["after"] < summary["before"]
-    loaded = lineas.load_maps(tmp_path / "maps")
-    for a, b in zip(maps.beta, loaded.beta):
-        assert torch.equal(a.detach(), b.detach())
-
-
 def test_cli_with_a_user_recipe_file(tmp_path):
     recipe = tmp_path / "my_recipe.yaml"
     recipe.write_text("""\
@@ -121,3 +107,17 @@ def test_cli_bad_recipe_file(tmp_path):
     assert proc.returncode != 0
     assert f"recipe file {recipe} is not valid YAML" in proc.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_cli_pattern_matching_nothing(tmp_path):
+    proc = run_cli("lineas.train", "recipe=tiny", f"output_dir={tmp_path}", "module.sites=[model.decoder.nope]")
+    assert proc.returncode != 0
+    err = proc.stderr
+    assert "model.decoder.nope" in err and "matches no module" in err and "model.layers.0" in err
+    assert not (tmp_path / "maps").exists()
+
+
+def test_cli_missing_prompt_file_names_it(tmp_path):
+    proc = run_cli("lineas.train", "recipe=tiny", f"output_dir={tmp_path}", "data.source=missing_toxic.txt")
+    assert proc.returncode != 0
+    assert "missing_toxic.txt does not exist" in proc.stderr

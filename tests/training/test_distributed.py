@@ -19,8 +19,8 @@ def fit(out, *extra: str) -> tuple[lineas.AffineMaps, dict[str, torch.Tensor], s
     """The maps after 3 steps, the gradients of the first step and the run's stdout."""
     grads = out / "grads.safetensors"
     proc = run_cli("lineas.train", "recipe=tiny", f"output_dir={out}", "trainer.enable_progress_bar=false",
-                   "trainer.max_steps=3", f'+callbacks.grads={{_target_:tests.helpers.SaveFirstGradients,path:"{grads}"}}',
-                   *extra)
+                   "trainer.max_steps=3",
+                   f'+callbacks.grads={{_target_:tests.helpers.SaveFirstGradients,path:"{grads}"}}', *extra)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return lineas.load_maps(out / "maps"), safetensors.torch.load_file(grads), proc.stdout
 

@@ -1,6 +1,9 @@
-"""A bfloat16 base with float32 maps (``bf16-mixed``); low-precision maps are refused."""
+"""``lineas.fit`` (plain arguments, no Hydra): the recipe defaults; a bfloat16 base with float32 maps
+(``bf16-mixed``); low-precision maps are refused."""
 
 from __future__ import annotations
+
+import json
 
 import lightning as L
 import pytest
@@ -51,3 +54,15 @@ def test_bf16_base_moves_float32_maps_in_small_steps():
 def test_bf16_true_precision_is_refused():
     with pytest.raises(lineas.FitError, match="bf16-mixed"):
         fit("bfloat16", "bf16-true")
+
+
+def test_python_api_matches_recipe_defaults(tmp_path):
+    maps = lineas.fit("tiny:llama", data_path("toxicity/toxic.txt"), data_path("tiny/polite.txt"),
+                      sites="mlp_out", steps=15, lr=3e-2, num_fit=32, output_dir=tmp_path,
+                      enable_progress_bar=False, enable_model_summary=False)
+    assert maps.info["steps"] == 15
+    summary = json.loads((tmp_path / "fit_summary.json").read_text())["heldout_w2"]["mean"]
+    assert summary["after"] < summary["before"]
+    loaded = lineas.load_maps(tmp_path / "maps")
+    for a, b in zip(maps.beta, loaded.beta):
+        assert torch.equal(a.detach(), b.detach())

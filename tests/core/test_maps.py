@@ -1,9 +1,8 @@
-"""AffineMaps: save/load, strength semantics, and the forward hooks that apply them."""
+"""AffineMaps: construction, strength semantics, save/load, clipped maps, and steering the tiny Llama."""
 
 from __future__ import annotations
 
 import json
-from collections import namedtuple
 
 import pytest
 import torch
@@ -11,16 +10,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 import lineas
-from tests.helpers import run_cli
-from lineas import AffineMaps, MapsFileError, Site, SiteError, load_maps, resolve_sites
-
-
-def _randomise(maps: AffineMaps, scale: float = 0.3) -> AffineMaps:
-    with torch.no_grad():
-        for w, b in zip(maps.omega, maps.beta):
-            w.copy_(1 + scale * torch.randn_like(w))
-            b.copy_(scale * torch.randn_like(b))
-    return maps
+from lineas import AffineMaps, MapsFileError, Site, load_maps, resolve_sites
+from tests.helpers import clipped_maps, random_maps
 
 
 def _logits(model: nn.Module, batch: dict) -> torch.Tensor:
@@ -40,9 +31,14 @@ def test_init_is_identity_in_float32():
         AffineMaps(["a", "b"], [3])
 
 
+def test_info_cannot_shadow_the_file_metadata():
+    with pytest.raises(ValueError, match="reserved"):
+        AffineMaps(["a"], [2], info={"format": "mine"})
+
+
 @pytest.mark.parametrize("lam", [0.0, 0.25, 0.5, 1.0])
 def test_coefficients_follow_strength(lam):
-    maps = _randomise(AffineMaps(["a", "b"], [4, 6]))
+    maps = random_maps(["a", "b"], [4, 6])
     maps.strength = lam
     for i, (w, b) in enumerate(zip(maps.omega, maps.beta)):
         cw, cb = maps.coefficients(i)
@@ -88,7 +84,7 @@ def test_save_load_round_trip_is_exact(tmp_path):
     info = {"base_model": "tiny:llama", "pooling": "mean", "steps": 12,
             "sparsity": {"l1": 0.1, "group": 0.0, "beta_scale": 1.0, "eps": 1e-4},
             "nested": {"list": [1, 2.5, "x"], "none": None}}
-    maps = _randomise(AffineMaps(sites, [7, 3, 11], strength=0.35, info=info), scale=1.0)
+    maps = random_maps(AffineMaps(sites, [7, 3, 11], strength=0.35, info=info), scale=1.0)
     out = maps.save(tmp_path / "maps")
     assert out == tmp_path / "maps"
     assert sorted(p.name for p in out.iterdir()) == ["lineas.json", "maps.safetensors"]
@@ -108,8 +104,8 @@ def test_save_load_round_trip_is_exact(tmp_path):
 
 
 def test_save_overwrites_and_refuses_when_asked(tmp_path):
-    a = _randomise(AffineMaps(["x"], [3]))
-    b = _randomise(AffineMaps(["x"], [3]))
+    a = random_maps(["x"], [3])
+    b = random_maps(["x"], [3])
     a.save(tmp_path / "m")
     b.save(tmp_path / "m")
     assert torch.equal(load_maps(tmp_path / "m").omega[0].detach(), b.omega[0].detach())
@@ -161,129 +157,14 @@ def test_load_bad_json_or_format(tmp_path):
         load_maps(folder)
 
 
-# --- hooks on small modules -------------------------------------------------------------------
-class Pair(nn.Module):
-    def forward(self, x):
-        return x + 1, 2 * x
-
-
-class TupleNet(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.pair = Pair()
-
-    def forward(self, x):
-        a, b = self.pair(x)
-        return a * b  # both items reach the output
-
-
-def test_hook_maps_one_item_of_a_tuple_output():
-    net = TupleNet()
-    x = torch.randn(2, 5, 4)
-    maps = _randomise(AffineMaps(["pair:1"], [4]))
-    w, b = maps.omega[0].detach(), maps.beta[0].detach()
-    capture: dict = {}
-    with lineas.attach(net, maps.sites, maps, capture):
-        out = net(x)
-        first, second = net.pair(x)
-    torch.testing.assert_close(second, (2 * x) * w + b)
-    assert torch.equal(first, x + 1)  # item 0 untouched
-    torch.testing.assert_close(out, (x + 1) * ((2 * x) * w + b))
-    assert torch.equal(capture[Site("pair", 1)], second)
-    assert torch.equal(net(x), (x + 1) * (2 * x))  # hooks gone
-
-
-def test_hook_on_a_tuple_without_index_raises_site_error():
-    net = TupleNet()
-    maps = AffineMaps(["pair"], [4])
-    with pytest.raises(SiteError, match=r"pair:k"):
-        with maps.apply(net):
-            net(torch.randn(2, 4))
-
-
-class _Wrap(nn.Module):
-    def __init__(self, inner: nn.Module) -> None:
-        super().__init__()
-        self.inner = inner
-
-    def forward(self, x):
-        return self.inner(x)
-
-
-@pytest.mark.parametrize("shape", [(6, 5), (2, 7, 5), (3, 5, 4, 2)])
-def test_hook_maps_the_channel_axis(shape):
-    net = _Wrap(nn.Identity())
-    maps = _randomise(AffineMaps(["inner"], [5]))
-    x = torch.randn(*shape)
-    w, b = maps.omega[0].detach(), maps.beta[0].detach()
-    with maps.apply(net):
-        out = net(x)
-    expected = torch.empty_like(x)
-    for idx in torch.cartesian_prod(*[torch.arange(s) for s in shape]).tolist():
-        c = idx[1] if len(shape) == 4 else idx[-1]  # channels of a 4-D feature map, else the last axis
-        expected[tuple(idx)] = x[tuple(idx)] * w[c] + b[c]
-    torch.testing.assert_close(out, expected)
-
-
-def test_hook_on_bf16_output_stays_bf16_with_float32_maps_and_grads():
-    torch.manual_seed(0)
-    net = _Wrap(nn.Linear(8, 8).to(torch.bfloat16))
-    x = torch.randn(3, 4, 8, dtype=torch.bfloat16)
-    base = net(x).detach()
-    maps = _randomise(AffineMaps(["inner"], [8]), scale=0.5)
-    with maps.apply(net):
-        out = net(x)
-    assert out.dtype == torch.bfloat16
-    w, b = maps.omega[0].detach(), maps.beta[0].detach()
-    assert torch.equal(out.detach(), (base.float() * w + b).to(torch.bfloat16))
-    out.float().pow(2).sum().backward()
-    for p in (maps.omega[0], maps.beta[0]):
-        assert p.dtype == torch.float32 and p.grad is not None and p.grad.dtype == torch.float32
-        assert p.grad.abs().sum() > 0
-    # the frozen module gets no maps' dtype leaking into its weights
-    assert net.inner.weight.dtype == torch.bfloat16
-
-
-def test_hooks_removed_after_exception_in_block():
-    net = _Wrap(nn.Identity())
-    maps = _randomise(AffineMaps(["inner"], [3]))
-    with pytest.raises(RuntimeError, match="boom"):
-        with maps.apply(net):
-            raise RuntimeError("boom")
-    x = torch.randn(2, 3)
-    assert torch.equal(net(x), x)
-    assert not net.inner._forward_hooks
-
-
-def test_attach_unknown_module_raises():
-    net = _Wrap(nn.Identity())
-    with pytest.raises(SiteError, match="nothere"):
-        with AffineMaps(["nothere"], [3]).apply(net):
-            pass
-
-
-@pytest.mark.filterwarnings("ignore:Converting a tensor with requires_grad")
-def test_index_on_a_tensor_output_raises_site_error():
-    net = _Wrap(nn.Linear(3, 3))
-    with pytest.raises(SiteError):
-        with AffineMaps(["inner:0"], [3]).apply(net):
-            net(torch.randn(2, 5, 3))
-
-
-def test_hook_maps_one_item_of_a_namedtuple_output():
-    NT = namedtuple("NT", "a b")
-
-    class NTOut(nn.Module):
-        def forward(self, x):
-            return NT(x, 2 * x)
-
-    net = _Wrap(NTOut())
-    maps = _randomise(AffineMaps(["inner:1"], [3]))
-    x = torch.randn(2, 3)
-    with maps.apply(net):
-        out = net(x)
-    assert isinstance(out, NT)
-    torch.testing.assert_close(out.b, 2 * x * maps.omega[0].detach() + maps.beta[0].detach())
+def test_load_refuses_non_finite_maps_naming_the_site(tmp_path):
+    maps = AffineMaps(["model.layers.0.mlp"], [4])
+    maps.save(tmp_path / "m")
+    tensors = load_file(tmp_path / "m" / "maps.safetensors")
+    tensors["model.layers.0.mlp.beta"][2] = float("nan")
+    save_file(tensors, tmp_path / "m" / "maps.safetensors")
+    with pytest.raises(MapsFileError, match=r"maps.safetensors: model.layers.0.mlp.beta holds non-finite"):
+        load_maps(tmp_path / "m")
 
 
 # --- on the tiny Llama ------------------------------------------------------------------------
@@ -295,7 +176,7 @@ def test_strength_zero_is_the_base_model_on_tiny_llama(tiny_llama, source_batch,
     model = tiny_llama.model
     no_hooks_left(model)
     sites = resolve_sites(model, SITES)
-    maps = _randomise(AffineMaps(sites, [64] * len(sites)), scale=0.5)
+    maps = random_maps(sites, [64] * len(sites), scale=0.5)
     base = _logits(model, source_batch)
     with maps.apply(model, strength=0.0) as steered:
         assert steered is model
@@ -312,43 +193,10 @@ def test_strength_zero_is_the_base_model_on_tiny_llama(tiny_llama, source_batch,
     assert torch.equal(_logits(model, source_batch), base)  # hooks removed
 
 
-def test_first_site_sees_the_mapped_base_output_on_tiny_llama(tiny_llama, source_batch, no_hooks_left):
-    # Nothing upstream of the first site depends on the maps: its mapped output = transform(base output).
-    model = tiny_llama.model
-    no_hooks_left(model)
-    sites = resolve_sites(model, "mlp_out")
-    maps = _randomise(AffineMaps(sites, [64] * 4))
-    base: dict = {}
-    steered: dict = {}
-    with torch.no_grad():
-        with lineas.attach(model, sites, capture=base):
-            tiny_llama.forward(source_batch)
-        with lineas.attach(model, sites, maps, capture=steered):
-            tiny_llama.forward(source_batch)
-    w, b = maps.omega[0].detach(), maps.beta[0].detach()
-    torch.testing.assert_close(steered[sites[0]], base[sites[0]] * w + b)
-    for s in sites[1:]:  # downstream sites do see the upstream maps
-        assert not torch.allclose(steered[s], base[s] * maps.omega[sites.index(s)].detach()
-                                  + maps.beta[sites.index(s)].detach())
-
-
-def test_info_cannot_shadow_the_file_metadata():
-    with pytest.raises(ValueError, match="reserved"):
-        AffineMaps(["a"], [2], info={"format": "mine"})
-
-
-def _clipped_maps(d: int = 6) -> AffineMaps:
-    maps = AffineMaps(["a"], [d])
-    with torch.no_grad():
-        maps.omega[0].copy_(torch.linspace(0.5, 2.0, d))
-        maps.beta[0].copy_(torch.linspace(-1.0, 1.0, d))
-    maps.clip_(0, torch.full((d,), -0.5), torch.full((d,), 0.8))
-    return maps
-
-
+# --- clipped maps -----------------------------------------------------------------------------
 @pytest.mark.parametrize("lam", [0.5, 1.0])
 def test_clipped_map_changes_only_values_strictly_inside_the_bounds(lam):
-    maps = _clipped_maps()
+    maps = clipped_maps()
     z = torch.randn(3, 7, 6) * 2
     z[0, 0, :2] = torch.tensor([-0.5, 0.8])  # exactly on the bounds: left alone (strict inequalities)
     maps.strength = lam
@@ -362,7 +210,7 @@ def test_clipped_map_changes_only_values_strictly_inside_the_bounds(lam):
 
 def test_clipped_map_on_a_feature_map_shifts_every_pixel_by_the_mapped_channel_mean():
     # The official rule for 4-D outputs: decide on each channel's spatial mean m, add T(m) - m everywhere.
-    maps = _clipped_maps(4)
+    maps = clipped_maps(4)
     z = torch.randn(2, 4, 3, 5) + torch.tensor([0.0, 3.0, 0.2, -2.0]).view(1, 4, 1, 1)
     out = maps.transform(0, z)
     m = z.mean((2, 3), keepdim=True)
@@ -373,28 +221,9 @@ def test_clipped_map_on_a_feature_map_shifts_every_pixel_by_the_mapped_channel_m
     torch.testing.assert_close(out, expected)
 
 
-def test_bounds_round_trip_and_clipped_maps_refuse_to_merge(tmp_path):
-    maps = _clipped_maps()
+def test_bounds_round_trip(tmp_path):
+    maps = clipped_maps()
     maps.save(tmp_path / "m")
     assert json.loads((tmp_path / "m" / "lineas.json").read_text())["clipped"] is True
     back = load_maps(tmp_path / "m")
     assert back.clipped and all(torch.equal(a, b) for a, b in zip(back.bounds[0], maps.bounds[0]))
-    from lineas.tasks.export import export
-    from lineas import MergeError
-
-    with pytest.raises(MergeError, match=r"clipped.*module.clip=false"):
-        export(tmp_path / "m", tmp_path / "merged")
-    assert not (tmp_path / "merged").exists()
-    proc = run_cli("lineas.export", f"maps={tmp_path / 'm'}", f"output_dir={tmp_path / 'merged'}")
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert proc.stderr.strip().count("\n") == 0 and "module.clip=false" in proc.stderr
-
-
-def test_load_refuses_non_finite_maps_naming_the_site(tmp_path):
-    maps = AffineMaps(["model.layers.0.mlp"], [4])
-    maps.save(tmp_path / "m")
-    tensors = load_file(tmp_path / "m" / "maps.safetensors")
-    tensors["model.layers.0.mlp.beta"][2] = float("nan")
-    save_file(tensors, tmp_path / "m" / "maps.safetensors")
-    with pytest.raises(MapsFileError, match=r"maps.safetensors: model.layers.0.mlp.beta holds non-finite"):
-        load_maps(tmp_path / "m")

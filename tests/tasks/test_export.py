@@ -1,39 +1,33 @@
-"""Merged checkpoints: plain transformers, in a fresh process, reproduces the steered model."""
+"""Merged checkpoints: plain transformers (diffusers), in a fresh process, reproduces the steered model;
+what export refuses."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from safetensors.numpy import load_file as load_numpy
 
 import lineas
-from lineas.tasks.export import export
-from lineas.core.hooks import probe
 from lineas import MergeError
-from lineas.core.merge import merge_
 from lineas.models.families import PRESETS
+from lineas.tasks.export import export
+from lineas.tasks.images import render
+from tests.helpers import T2I_MERGE_SITES, T2I_PROMPTS, T2I_SEEDS, clipped_maps, random_maps_for, run_cli
 
 PROMPTS = ["Hello there, how are you today?", "Shut up", "The weather is lovely and the sun is out."]
 SCALE_ONLY = {"mistral", "phi3"}  # no bias flags in transformers: maps fitted with shift=false
 CASES = [(family, preset) for family in ("llama", "gpt2", "qwen2", "gemma2", "mistral", "phi3")
          for preset in sorted(PRESETS[family])]
 STRENGTHS = (0.5, 1.0)
-
-
-def random_maps(backbone: lineas.CausalLM, spec: str, preset: str, shift: bool) -> lineas.AffineMaps:
-    sites = lineas.resolve_sites(backbone.model, preset)
-    dims, _ = probe(backbone.model, sites, lambda: backbone.forward(backbone.collate(PROMPTS)))
-    maps = lineas.AffineMaps(sites, dims, info={"base_model": spec, "model_type": backbone.model.config.model_type})
-    with torch.no_grad():
-        for w, b in zip(maps.omega, maps.beta):
-            w.add_(0.3 * torch.randn_like(w))
-            if shift:
-                b.add_(0.3 * torch.randn_like(b))
-    return maps
+PIXEL_TOL = 1e-4  # images in [0, 1], float32 throughout: folding reorders a few float operations
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +39,7 @@ def exported(tmp_path_factory):
     for family, preset in CASES:
         spec = f"tiny:{family}"
         backbone = backbones.setdefault(family, lineas.CausalLM(spec))
-        maps = random_maps(backbone, spec, preset, shift=family not in SCALE_ONLY)
+        maps = random_maps_for(backbone, preset, scale=0.3, shift=family not in SCALE_ONLY)
         batch = backbone.collate(PROMPTS)
         with torch.no_grad():
             base = backbone.model(**batch).logits
@@ -97,36 +91,19 @@ def test_plain_transformers_reproduces_steered_logits(exported):
 def test_export_writes_a_complete_folder(exported):
     _, cases = exported
     folder = cases[0]["folder"]
-    names = {p.name for p in __import__("pathlib").Path(folder).iterdir()}
+    names = {p.name for p in Path(folder).iterdir()}
     assert {"config.json", "model.safetensors", "generation_config.json", "tokenizer.json",
             "lineas_merge.json"} <= names
-    config = json.loads((__import__("pathlib").Path(folder) / "config.json").read_text())
-    record = json.loads((__import__("pathlib").Path(folder) / "lineas_merge.json").read_text())
+    config = json.loads((Path(folder) / "config.json").read_text())
+    record = json.loads((Path(folder) / "lineas_merge.json").read_text())
     assert config["model_type"] == "llama" and record["strength"] == cases[0]["strength"]
     flags = {"attn_in": "attention_bias", "attn_out": "attention_bias", "mlp_in": "mlp_bias", "mlp_out": "mlp_bias"}
     assert config[flags[cases[0]["preset"]]] is True
 
 
-def test_refuses_a_residual_stream_site():
-    backbone = lineas.CausalLM("tiny:llama")
-    sites = lineas.resolve_sites(backbone.model, [r"model\.layers\.1"])
-    maps = lineas.AffineMaps(sites, [64])
-    with pytest.raises(MergeError, match=r"model\.layers\.1 \(LlamaDecoderLayer\) cannot be merged.*mlp_out"):
-        merge_(backbone.model, maps, lineas.fold_rules(backbone.model))
-
-
-def test_refuses_a_shift_without_a_bias_home():
-    backbone = lineas.CausalLM("tiny:mistral")
-    maps = random_maps(backbone, "tiny:mistral", "attn_in", shift=True)
-    before = backbone.model.model.layers[0].input_layernorm.weight.clone()
-    with pytest.raises(MergeError, match="module.shift=false"):
-        merge_(backbone.model, maps, lineas.fold_rules(backbone.model))
-    assert torch.equal(before, backbone.model.model.layers[0].input_layernorm.weight)  # nothing half-merged
-
-
 def test_refuses_overwrite_and_a_mismatched_base(tmp_path):
     backbone = lineas.CausalLM("tiny:llama")
-    maps = random_maps(backbone, "tiny:llama", "mlp_out", shift=True)
+    maps = random_maps_for(backbone, "mlp_out", scale=0.3)
     maps.save(tmp_path / "maps")
     (tmp_path / "out").mkdir()
     with pytest.raises(FileExistsError, match="overwrite=true"):
@@ -138,11 +115,48 @@ def test_refuses_overwrite_and_a_mismatched_base(tmp_path):
 
 def test_export_cli(tmp_path):
     backbone = lineas.CausalLM("tiny:llama")
-    random_maps(backbone, "tiny:llama", "attn_in", shift=True).save(tmp_path / "maps")
-    from tests.helpers import run_cli
-
+    random_maps_for(backbone, "attn_in", scale=0.3).save(tmp_path / "maps")
     proc = run_cli("lineas.export", f"maps={tmp_path / 'maps'}", "strength=0.5", f"output_dir={tmp_path / 'out'}")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (tmp_path / "out" / "model.safetensors").is_file()
     proc = run_cli("lineas.export", f"maps={tmp_path / 'maps'}", f"output_dir={tmp_path / 'out'}")
     assert proc.returncode != 0 and "overwrite=true" in proc.stderr
+
+
+def test_clipped_maps_refuse_to_export(tmp_path):
+    clipped_maps().save(tmp_path / "m")
+    with pytest.raises(MergeError, match=r"clipped.*module.clip=false"):
+        export(tmp_path / "m", tmp_path / "merged")
+    assert not (tmp_path / "merged").exists()
+    proc = run_cli("lineas.export", f"maps={tmp_path / 'm'}", f"output_dir={tmp_path / 'merged'}")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().count("\n") == 0 and "module.clip=false" in proc.stderr
+
+
+@pytest.mark.slow
+def test_merged_pipeline_in_plain_diffusers_matches_live_maps(tiny_pipe, tmp_path):
+    family = tiny_pipe.spec.removeprefix("tiny:")
+    maps = random_maps_for(tiny_pipe, T2I_MERGE_SITES[family], scale=0.2)
+    lam = 0.7
+    live = render(tiny_pipe.pipe, T2I_PROMPTS, T2I_SEEDS, maps, strengths=(lam,), **tiny_pipe.call_kwargs)[0]
+    base = render(tiny_pipe.pipe, T2I_PROMPTS, T2I_SEEDS, **tiny_pipe.call_kwargs)[0]
+    export(maps, tmp_path / "merged", strength=lam)
+    script = textwrap.dedent(f"""
+        import sys, torch
+        from diffusers import DiffusionPipeline
+        from safetensors.numpy import save_file
+        pipe = DiffusionPipeline.from_pretrained({str(tmp_path / 'merged')!r})
+        prompts = [p for p in {T2I_PROMPTS!r} for _ in {T2I_SEEDS!r}]
+        gens = [torch.Generator().manual_seed(s) for _ in {T2I_PROMPTS!r} for s in {T2I_SEEDS!r}]
+        images = pipe(prompts, generator=gens, output_type="np", **{tiny_pipe.call_kwargs!r}).images
+        assert not any(m.startswith("lineas") for m in sys.modules), "lineas was imported"
+        save_file({{"images": images.copy(order="C")}}, {str(tmp_path / 'images.safetensors')!r})
+    """)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    merged = load_numpy(tmp_path / "images.safetensors")["images"]
+    diff, moved = np.abs(merged - live).max(), np.abs(live - base).max()
+    print(f"\n{family}: max|merged - live| = {diff:.2e}, max|live - base| = {moved:.3f}")
+    assert diff <= PIXEL_TOL
+    assert moved > 0.02  # the comparison is not vacuous

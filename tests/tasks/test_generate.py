@@ -11,13 +11,14 @@ from hydra import compose, initialize_config_module
 from transformers import AutoModelForCausalLM
 
 import lineas
-from lineas.tasks.export import export
-from lineas.models.causal_lm import load_causal_lm as load_model
 from lineas.cli.main import typed
 from lineas.cli.recipes import register
-from lineas.tasks.generate import format_prompts, generate, run_generate as run
 from lineas.core.hooks import probe
-from tests.helpers import run_cli
+from lineas.models.causal_lm import load_causal_lm as load_model
+from lineas.tasks.export import export
+from lineas.tasks.generate import format_prompts, generate
+from lineas.tasks.generate import run_generate as run
+from tests.helpers import random_maps, run_cli
 
 SPEC = "tiny:llama"
 PROMPTS = ["Hello there, how are you today?", "Shut up", "The weather is lovely and the sun is out."]
@@ -32,12 +33,8 @@ def setup(tmp_path_factory):
     sites = lineas.resolve_sites(model, "mlp_out")
     enc = tokenizer(PROMPTS, return_tensors="pt", padding=True)
     dims, _ = probe(model, sites, lambda: model(**enc))
-    maps = lineas.AffineMaps(sites, dims, info={"base_model": SPEC, "model_type": model.config.model_type})
-    gen = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for w, b in zip(maps.omega, maps.beta):
-            w.add_(0.3 * torch.randn(w.shape, generator=gen))
-            b.add_(0.3 * torch.randn(b.shape, generator=gen))
+    maps = random_maps(sites, dims, scale=0.3, generator=torch.Generator().manual_seed(0),
+                       info={"base_model": SPEC, "model_type": model.config.model_type})
     maps.save(root / "maps")
     export(maps, root / "merged", strength=1.0)
     merged = AutoModelForCausalLM.from_pretrained(root / "merged", dtype=torch.float32).eval()
@@ -111,7 +108,8 @@ def test_cli_end_to_end(setup, tmp_path):
     prompts.write_text("\n".join(PROMPTS) + "\n")
     out, tb = tmp_path / "gen.jsonl", tmp_path / "tb"
     proc = run_cli("lineas.generate", f"maps={root / 'maps'}", f"prompts={prompts}", "strengths=[0,0.5,1]",
-                   "sampling.max_new_tokens=6", "sampling.batch_size=2", f"output={out}", f"tb_dir={tb}", "progress=false", "threads=1")
+                   "sampling.max_new_tokens=6", "sampling.batch_size=2", f"output={out}", f"tb_dir={tb}",
+                   "progress=false", "threads=1")
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(rows) == len(PROMPTS) * 3
@@ -129,9 +127,9 @@ def test_model_route_on_a_merged_checkpoint(setup, tmp_path, capsys):
     prompts.write_text("".join(json.dumps({"text": p}) + "\n" for p in PROMPTS))
     register()
     with initialize_config_module("lineas.conf", version_base="1.3"):
-        cfg = compose("generate", overrides=[f"model={root / 'merged'}", f"prompts={prompts}", "sampling.do_sample=false",
-                                             f"sampling.max_new_tokens={NEW}", f"output={tmp_path / 'g.jsonl'}",
-                                             "progress=false"])
+        cfg = compose("generate", overrides=[f"model={root / 'merged'}", f"prompts={prompts}",
+                                             "sampling.do_sample=false", f"sampling.max_new_tokens={NEW}",
+                                             f"output={tmp_path / 'g.jsonl'}", "progress=false"])
     rows = run(typed(cfg))
     assert [r["column"] for r in rows] == ["merged"] * len(PROMPTS) and rows[0]["strength"] == 1.0
     live = generate(setup["model"], tok, PROMPTS, maps=setup["maps"], strengths=(1.0,), do_sample=False,

@@ -213,7 +213,8 @@ def test_pool_without_mask():
 def test_pool_4d_pools_over_space_channel_wise():
     b, c, h, w = 2, 3, 4, 5
     x = torch.randn(b, c, h, w)
-    mean_ref = torch.tensor([[x[i, k].double().sum().item() / (h * w) for k in range(c)] for i in range(b)], dtype=torch.float64)
+    mean_ref = torch.tensor([[x[i, k].double().sum().item() / (h * w) for k in range(c)] for i in range(b)],
+                            dtype=torch.float64)
     # A (B, T) mask makes no sense for a feature map: it is ignored.
     for mask in (None, torch.zeros(b, 7, dtype=torch.bool)):
         torch.testing.assert_close(pool(x, mask, "mean").double(), mean_ref, rtol=1e-6, atol=1e-6)

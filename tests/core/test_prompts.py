@@ -1,0 +1,42 @@
+"""Prompt files: three formats read the same prompts; a bad file gets one clear error naming it."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from lineas import PromptFileError, read_prompts
+
+
+def test_three_file_formats_read_the_same_prompts(tmp_path):
+    prompts = ["first prompt", "second, with a comma", 'third "quoted"']
+    (tmp_path / "p.txt").write_text("\n".join(prompts) + "\n\n")
+    (tmp_path / "p.jsonl").write_text("\n".join(json.dumps({"id": i, "text": p}) for i, p in enumerate(prompts)))
+    with open(tmp_path / "p.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["id", "sentence"])
+        w.writerows(enumerate(prompts))
+    assert read_prompts(tmp_path / "p.txt") == prompts
+    assert read_prompts(tmp_path / "p.jsonl") == prompts
+    assert read_prompts(tmp_path / "p.csv", field="sentence") == prompts
+
+
+def test_missing_prompt_file(tmp_path):
+    with pytest.raises(PromptFileError, match="nope.txt does not exist"):
+        read_prompts(tmp_path / "nope.txt")
+
+
+@pytest.mark.parametrize("name,text,match", [
+    ("empty.txt", "\n  \n", "holds no prompts"),
+    ("rows.jsonl", '{"prompt": "a"}\n', "no field 'text'"),
+    ("bad.jsonl", '{"text": "a"}\nnot json\n', r"bad.jsonl:2: not valid JSON"),
+    ("table.csv", "sentence\nhello\n", "no column 'text'"),
+    ("data.parquet", "x", "unknown prompt file type"),
+])
+def test_bad_prompt_files(tmp_path, name, text, match):
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(PromptFileError, match=match):
+        read_prompts(path)
