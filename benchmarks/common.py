@@ -20,16 +20,19 @@ def parser(doc: str) -> argparse.ArgumentParser:
     p.add_argument("--sites", nargs="+", default=["mlp_out"], help="a preset name or site regexes")
     p.add_argument("--dtype", default="float32", help="model dtype (maps stay float32)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, ...")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch.set_num_threads (default: torch's own; 1 is steadier on a busy machine)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch.set_num_threads (default: torch's own; 1 is steadier on a busy machine)",
+    )
     p.add_argument("--json", default=None, help="write the results to this file")
     return p
 
 
 def finish(args: argparse.Namespace, result: dict[str, Any]) -> dict[str, Any]:
     """Add library versions to ``result`` and write it to ``--json`` if given."""
-    result["versions"] = {"torch": torch.__version__, "lineas": lineas.__version__,
-                          "python": platform.python_version()}
+    result["versions"] = {"torch": torch.__version__, "lineas": lineas.__version__, "python": platform.python_version()}
     if args.json:
         from lineas.core.files import write_json
 
@@ -43,8 +46,9 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_rounds(steps: dict[str, Callable[[], None]], n: int, device: torch.device,
-                warmup: int) -> dict[str, list[float]]:
+def time_rounds(
+    steps: dict[str, Callable[[], None]], n: int, device: torch.device, warmup: int
+) -> dict[str, list[float]]:
     """Warm each step up, then time ``n`` rounds of one call of each (round-robin: load from other
     processes on a shared machine then hits every variant alike instead of whichever ran last)."""
     for step in steps.values():

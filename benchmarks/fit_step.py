@@ -74,11 +74,11 @@ from dataclasses import dataclass
 from itertools import cycle
 from typing import Any, Callable, Iterator
 
+import common
 import torch
 from lightning.fabric.utilities.apply_func import move_data_to_device
 from torch import nn
 
-import common
 import lineas
 from lineas.core.files import data_path
 from lineas.core.sites import Site
@@ -197,14 +197,25 @@ def setup(args: argparse.Namespace) -> Setup:
     sites = [s for s in sites if layer_of(s) is None or args.first_layer <= layer_of(s) < last_kept]
     if not sites:
         raise SystemExit(f"no site left in layers {args.first_layer}..{last_kept - 1}")
-    module = lineas.LinEASModule(backbone, sites=[str(s) for s in sites], early_exit=True,
-                                 checkpointing=args.checkpointing, prefix_cache=args.prefix_cache).to(device)
+    module = lineas.LinEASModule(
+        backbone,
+        sites=[str(s) for s in sites],
+        early_exit=True,
+        checkpointing=args.checkpointing,
+        prefix_cache=args.prefix_cache,
+    ).to(device)
     last = layer_of(module.last_site)
     k = base.config.num_hidden_layers if last is None else last + 1
     f = module._prefix.start if module._prefix is not None else 0
-    batches = [move_data_to_device(backbone.collate(make_prompts(
-        backbone.tokenizer, data_path(f"toxicity/{name}.txt"), args.prompts, args.tokens)), device)
-        for name in ("toxic", "nontoxic")]
+    batches = [
+        move_data_to_device(
+            backbone.collate(
+                make_prompts(backbone.tokenizer, data_path(f"toxicity/{name}.txt"), args.prompts, args.tokens)
+            ),
+            device,
+        )
+        for name in ("toxic", "nontoxic")
+    ]
     for batch in batches:
         assert batch["input_ids"].shape == (args.prompts, args.tokens), batch["input_ids"].shape
         assert bool(batch["attention_mask"].all())
@@ -277,26 +288,50 @@ def report(b: Setup, times: dict[str, list[float]], mem: dict[str, dict[str, flo
     n_layers = module.base.config.num_hidden_layers
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
     options = [o for o, on in (("checkpointing", args.checkpointing), ("prefix cache", args.prefix_cache)) if on]
-    print(f"model {args.model} ({args.dtype}, {device}: {device_name}, {torch.get_num_threads()} threads), "
-          f"{len(module.sites)} sites ({module.sites[0]} .. {module.last_site}), "
-          f"layers F..K-1 = {b.f}..{b.k - 1} of {n_layers}, {args.prompts} prompts x {args.tokens} tokens, "
-          f"{args.steps} timed steps after {WARMUP} warm-up; options: {', '.join(options) or 'none'}")
+    print(
+        f"model {args.model} ({args.dtype}, {device}: {device_name}, {torch.get_num_threads()} threads), "
+        f"{len(module.sites)} sites ({module.sites[0]} .. {module.last_site}), "
+        f"layers F..K-1 = {b.f}..{b.k - 1} of {n_layers}, {args.prompts} prompts x {args.tokens} tokens, "
+        f"{args.steps} timed steps after {WARMUP} warm-up; options: {', '.join(options) or 'none'}"
+    )
     cuda = device.type == "cuda"
-    print(f"{'variant':<12} {'s/step':>9} {'mean':>9} {'min':>9} {'saved MB':>9}" + (f" {'peak MB':>9}" if cuda else "")
-          + "   (s/step = median)")
+    print(
+        f"{'variant':<12} {'s/step':>9} {'mean':>9} {'min':>9} {'saved MB':>9}"
+        + (f" {'peak MB':>9}" if cuda else "")
+        + "   (s/step = median)"
+    )
     for name, t in times.items():
-        print(f"{name:<12} {median[name]:>9.4f} {mean[name]:>9.4f} {min(t):>9.4f} {mem[name]['saved_MB']:>9.1f}"
-              + (f" {mem[name]['peak_MB']:>9.1f}" if cuda else ""))
-    ratios = {"lineas / naive": median["lineas"] / median["naive"],
-              "lineas / lower bound": median["lineas"] / median["lower bound"]}
+        print(
+            f"{name:<12} {median[name]:>9.4f} {mean[name]:>9.4f} {min(t):>9.4f} {mem[name]['saved_MB']:>9.1f}"
+            + (f" {mem[name]['peak_MB']:>9.1f}" if cuda else "")
+        )
+    ratios = {
+        "lineas / naive": median["lineas"] / median["naive"],
+        "lineas / lower bound": median["lineas"] / median["lower bound"],
+    }
     for name, r in ratios.items():
         print(f"{name:<21} {r:.3f}")
     return {
-        "model": args.model, "dtype": args.dtype, "device": str(device), "device_name": device_name,
-        "threads": torch.get_num_threads(), "checkpointing": args.checkpointing, "prefix_cache": args.prefix_cache,
-        "sites": [str(s) for s in module.sites], "last_site": str(module.last_site), "F": b.f, "K": b.k,
-        "num_layers": n_layers, "prompts": args.prompts, "tokens": args.tokens, "steps": args.steps,
-        "warmup": WARMUP, "seconds": times, "memory": mem, "median_s_per_step": median, "mean_s_per_step": mean,
+        "model": args.model,
+        "dtype": args.dtype,
+        "device": str(device),
+        "device_name": device_name,
+        "threads": torch.get_num_threads(),
+        "checkpointing": args.checkpointing,
+        "prefix_cache": args.prefix_cache,
+        "sites": [str(s) for s in module.sites],
+        "last_site": str(module.last_site),
+        "F": b.f,
+        "K": b.k,
+        "num_layers": n_layers,
+        "prompts": args.prompts,
+        "tokens": args.tokens,
+        "steps": args.steps,
+        "warmup": WARMUP,
+        "seconds": times,
+        "memory": mem,
+        "median_s_per_step": median,
+        "mean_s_per_step": mean,
         "ratios": ratios,
     }
 

@@ -43,9 +43,9 @@ import statistics
 import tempfile
 from typing import Any, Callable
 
+import common
 import torch
 
-import common
 import lineas
 from lineas.core.files import data_path
 from lineas.core.hooks import probe
@@ -56,8 +56,9 @@ from lineas.tasks.export import export
 WARMUP = 1
 
 
-def random_maps(model: torch.nn.Module, spec: str, sites: Any, batch: dict[str, torch.Tensor],
-                scale: float = 0.1) -> lineas.AffineMaps:
+def random_maps(
+    model: torch.nn.Module, spec: str, sites: Any, batch: dict[str, torch.Tensor], scale: float = 0.1
+) -> lineas.AffineMaps:
     sites = resolve_sites(model, sites)
     dims, _ = probe(model, sites, lambda: model(**batch))
     maps = lineas.AffineMaps(sites, dims, info={"base_model": spec, "model_type": model.config.model_type})
@@ -123,24 +124,44 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     same = bool(torch.equal(outputs["live"], outputs["merged"]))
     steered = not torch.equal(outputs["live"], outputs["base"])
 
-    print(f"model {args.model} ({args.dtype}, {device}, {torch.get_num_threads()} threads), "
-          f"{len(maps.sites)} sites ({maps.sites[0]} .. {maps.sites[-1]}), batch {args.prompts} prompts "
-          f"(padded to {width} tokens) x {n_new} new tokens, greedy, {args.rounds} timed rounds after {WARMUP} warm-up")
+    print(
+        f"model {args.model} ({args.dtype}, {device}, {torch.get_num_threads()} threads), "
+        f"{len(maps.sites)} sites ({maps.sites[0]} .. {maps.sites[-1]}), batch {args.prompts} prompts "
+        f"(padded to {width} tokens) x {n_new} new tokens, greedy, {args.rounds} timed rounds after {WARMUP} warm-up"
+    )
     print(f"{'variant':<8} {'tokens/s':>9} {'mean':>9} {'best':>9}   (tokens/s = median)")
     for name in steps:
         print(f"{name:<8} {median[name]:>9.1f} {mean[name]:>9.1f} {best[name]:>9.1f}")
     ratios = {"live / base": median["live"] / median["base"], "merged / base": median["merged"] / median["base"]}
     for name, r in ratios.items():
         print(f"{name:<14} {r:.3f}")
-    print(f"live == merged tokens: {same}; live != base tokens: {steered}; "
-          f"merged checkpoint has {extra} more parameters (biases)")
-    return common.finish(args, {
-        "model": args.model, "dtype": args.dtype, "device": str(device), "threads": torch.get_num_threads(),
-        "sites": [str(s) for s in maps.sites], "prompts": args.prompts, "padded_width": width,
-        "new_tokens": n_new, "rounds": args.rounds, "warmup": WARMUP, "seconds": seconds,
-        "median_tokens_per_s": median, "mean_tokens_per_s": mean, "best_tokens_per_s": best, "ratios": ratios,
-        "live_equals_merged": same, "live_differs_from_base": steered, "merged_extra_parameters": extra,
-    })
+    print(
+        f"live == merged tokens: {same}; live != base tokens: {steered}; "
+        f"merged checkpoint has {extra} more parameters (biases)"
+    )
+    return common.finish(
+        args,
+        {
+            "model": args.model,
+            "dtype": args.dtype,
+            "device": str(device),
+            "threads": torch.get_num_threads(),
+            "sites": [str(s) for s in maps.sites],
+            "prompts": args.prompts,
+            "padded_width": width,
+            "new_tokens": n_new,
+            "rounds": args.rounds,
+            "warmup": WARMUP,
+            "seconds": seconds,
+            "median_tokens_per_s": median,
+            "mean_tokens_per_s": mean,
+            "best_tokens_per_s": best,
+            "ratios": ratios,
+            "live_equals_merged": same,
+            "live_differs_from_base": steered,
+            "merged_extra_parameters": extra,
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -21,9 +21,15 @@ class EvaluateSteering(L.Callback):
     ``python -m lineas.evaluate``).
     """
 
-    def __init__(self, dirpath: str | Path, strengths: Sequence[float] = (0.0, 0.5, 1.0),
-                 prompts: str | None = None, perplexity_texts: str | None = None, threshold: float = 0.5,
-                 sampling: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        dirpath: str | Path,
+        strengths: Sequence[float] = (0.0, 0.5, 1.0),
+        prompts: str | None = None,
+        perplexity_texts: str | None = None,
+        threshold: float = 0.5,
+        sampling: dict[str, Any] | None = None,
+    ) -> None:
         self.dirpath = Path(dirpath)
         self.strengths = list(strengths)
         self.prompts = prompts or data_path("toxicity/prompts.txt")
@@ -38,9 +44,23 @@ class EvaluateSteering(L.Callback):
 
         backbone = pl_module.backbone
         prompts, neutral = read_prompts(self.prompts), read_prompts(self.neutral)
-        metrics, rows = evaluate(backbone.model, backbone.tokenizer, pl_module.fitted_maps(), self.strengths,
-                                 prompts, neutral, self.sampling, self.threshold)
-        record = {"model": backbone.spec, "prompts": len(prompts), "perplexity_texts": len(neutral),
-                  "threshold": self.threshold, "generation": asdict(self.sampling), "metrics": metrics}
+        metrics, rows = evaluate(
+            backbone.model,
+            backbone.tokenizer,
+            pl_module.fitted_maps(),
+            self.strengths,
+            prompts,
+            neutral,
+            self.sampling,
+            self.threshold,
+        )
+        record = {
+            "model": backbone.spec,
+            "prompts": len(prompts),
+            "perplexity_texts": len(neutral),
+            "threshold": self.threshold,
+            "generation": asdict(self.sampling),
+            "metrics": metrics,
+        }
         write_report(self.dirpath, record, rows)
         rank_zero_info("\n" + format_metrics(metrics) + f"\nevaluation: {self.dirpath}")

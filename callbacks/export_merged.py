@@ -21,8 +21,10 @@ class ExportMerged(L.Callback):
             return
         maps = pl_module.fitted_maps()
         if maps.clipped:
-            rank_zero_info("merged checkpoint: skipped, the maps are clipped (live only); refit with "
-                           "module.clip=false for mergeable maps")
+            rank_zero_info(
+                "merged checkpoint: skipped, the maps are clipped (live only); refit with "
+                "module.clip=false for mergeable maps"
+            )
             return
         from lineas.tasks.export import export  # lazily: transformers / diffusers only when exporting
 

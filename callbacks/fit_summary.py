@@ -43,7 +43,9 @@ class FitSummary(L.Callback):
                 "sites": {s: {"before": self.before[s], "after": after[s]} for s in after},
             }
             down = sum(after[s] < self.before[s] for s in after)
-            rank_zero_info(f"held-out W2 (mean over {len(after)} sites): {mean(self.before):.4g} -> "
-                           f"{mean(after):.4g}; lower at {down}/{len(after)} sites")
+            rank_zero_info(
+                f"held-out W2 (mean over {len(after)} sites): {mean(self.before):.4g} -> "
+                f"{mean(after):.4g}; lower at {down}/{len(after)} sites"
+            )
         write_json(self.path, summary)
         rank_zero_info(f"fit summary: {self.path}")

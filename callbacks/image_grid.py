@@ -21,8 +21,14 @@ class ImageGrid(L.Callback):
     be a :class:`lineas.models.diffusion.DiffusionPipe`; its call settings (size, steps, guidance) are used.
     """
 
-    def __init__(self, path: str | Path, prompts: str | Sequence[str], seeds: Sequence[int] = (0, 1),
-                 strengths: Sequence[float] = (0.0, 0.5, 1.0), every_n_steps: int | None = None) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        prompts: str | Sequence[str],
+        seeds: Sequence[int] = (0, 1),
+        strengths: Sequence[float] = (0.0, 0.5, 1.0),
+        every_n_steps: int | None = None,
+    ) -> None:
         from lineas.core.prompts import read_prompts
 
         self.path = Path(path)
@@ -36,16 +42,19 @@ class ImageGrid(L.Callback):
 
         backbone = pl_module.backbone
         if not hasattr(backbone, "pipe"):
-            raise ConfigError(f"ImageGrid needs a text-to-image backbone (lineas.models.diffusion.DiffusionPipe), "
-                            f"not {type(backbone).__name__}: drop callbacks.image_grid from the recipe")
+            raise ConfigError(
+                f"ImageGrid needs a text-to-image backbone (lineas.models.diffusion.DiffusionPipe), "
+                f"not {type(backbone).__name__}: drop callbacks.image_grid from the recipe"
+            )
         backbone.pipe.to(pl_module.device)  # the VAE too: Lightning moved only the sites' networks
         images = render(backbone.pipe, self.prompts, self.seeds, pl_module.maps, self.strengths, **backbone.call_kwargs)
         picture = grid(images)
         if isinstance(trainer.logger, TensorBoardLogger):
             trainer.logger.experiment.add_image("images", picture, trainer.global_step, dataformats="HWC")
         save_png(path, picture)
-        rank_zero_info(f"image grid ({len(self.prompts)} prompts x {len(self.seeds)} seeds, strengths "
-                       f"{self.strengths}): {path}")
+        rank_zero_info(
+            f"image grid ({len(self.prompts)} prompts x {len(self.seeds)} seeds, strengths {self.strengths}): {path}"
+        )
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: object) -> None:
         step = trainer.global_step

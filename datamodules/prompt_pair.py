@@ -2,17 +2,50 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import random
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Callable, Iterator, Literal
 
 import lightning as L
-from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
+import torch
+from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
 from lineas.core.errors import PromptFileError
 from lineas.core.prompts import read_prompts
 
 Split = Literal["fit", "heldout"]
+
+
+class PromptStream(Sampler[int]):
+    """Positions ``first`` .. ``last-1`` of an endless stream of permutations of ``n`` prompts drawn by one
+    generator seeded with ``seed`` (the order of torch's ``RandomSampler`` with ``num_samples`` beyond ``n``).
+    Step ``t`` of a fit reads positions ``t*batch_size`` .. ``(t+1)*batch_size - 1`` whatever ``first`` is, so a
+    run resumed at step ``t`` draws exactly the batches an uninterrupted run draws. Without a ``seed``, one is
+    drawn from torch's global generator when iteration starts, as ``RandomSampler`` draws it, and passed to
+    ``keep_seed`` (the data module saves it in checkpoints).
+    """
+
+    def __init__(
+        self, n: int, seed: int | None, first: int, last: int, keep_seed: Callable[[int], None] | None = None
+    ) -> None:
+        self.n, self.seed, self.first, self.last, self.keep_seed = n, seed, first, last, keep_seed
+
+    def __len__(self) -> int:
+        return max(0, self.last - self.first)
+
+    def __iter__(self) -> Iterator[int]:
+        if self.seed is None:
+            self.seed = int(torch.empty((), dtype=torch.int64).random_().item())
+            if self.keep_seed is not None:
+                self.keep_seed(self.seed)
+        g = torch.Generator().manual_seed(self.seed)
+        for lap in range(-(-self.last // self.n)):
+            perm = torch.randperm(self.n, generator=g)
+            lo, hi = max(self.first - lap * self.n, 0), min(self.last - lap * self.n, self.n)
+            if lo < hi:
+                yield from perm[lo:hi].tolist()
 
 
 class PromptPairDataModule(L.LightningDataModule):
@@ -26,10 +59,18 @@ class PromptPairDataModule(L.LightningDataModule):
     ``world_size * batch_size``); held-out and target sets are scored whole on every rank.
     """
 
-    def __init__(self, source: str | Path | list[str], target: str | Path | list[str],
-                 collate_fn: Callable[[list[str]], Any] | None = None, batch_size: int = 32,
-                 num_fit: int | None = None, heldout_fraction: float = 0.25, seed: int = 0,
-                 text_field: str = "text", eval_batch_size: int = 64) -> None:
+    def __init__(
+        self,
+        source: str | Path | list[str],
+        target: str | Path | list[str],
+        collate_fn: Callable[[list[str]], Any] | None = None,
+        batch_size: int = 32,
+        num_fit: int | None = None,
+        heldout_fraction: float = 0.25,
+        seed: int = 0,
+        text_field: str = "text",
+        eval_batch_size: int = 64,
+    ) -> None:
         super().__init__()
         self.collate_fn = collate_fn
         self.batch_size = batch_size
@@ -48,10 +89,24 @@ class PromptPairDataModule(L.LightningDataModule):
                     "(held out may be 0). Add prompts or change num_fit / heldout_fraction."
                 )
             self.prompts[side] = {"fit": fit, "heldout": held}
+        self._stream_seed: int | None = None
 
     @property
     def has_heldout(self) -> bool:
         return bool(self.prompts["source"]["heldout"]) and bool(self.prompts["target"]["heldout"])
+
+    def fingerprint(self) -> str:
+        """SHA-256 of the prompts of both sides and splits (after shuffling with ``seed``): what the run fits on."""
+        return hashlib.sha256(json.dumps(self.prompts, sort_keys=True).encode()).hexdigest()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"stream_seed": self._stream_seed, "fingerprint": self.fingerprint()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._stream_seed = state.get("stream_seed")
+
+    def _keep_seed(self, seed: int) -> None:
+        self._stream_seed = seed
 
     def _loader(self, prompts: list[str], batch_size: int) -> DataLoader:
         return DataLoader(prompts, batch_size=batch_size, collate_fn=self.collate_fn)
@@ -63,11 +118,14 @@ class PromptPairDataModule(L.LightningDataModule):
         trainer = self.trainer
         if trainer is not None and trainer.world_size > 1:
             # Each rank takes its share of every permutation; batch_size is per rank.
-            sampler = DistributedSampler(fit, num_replicas=trainer.world_size, rank=trainer.global_rank,
-                                         shuffle=True, seed=self.seed)
+            sampler = DistributedSampler(
+                fit, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=True, seed=self.seed
+            )
             return DataLoader(fit, batch_size=self.batch_size, sampler=sampler, collate_fn=self.collate_fn)
-        steps = trainer.max_steps if trainer is not None and trainer.max_steps > 0 else 0
-        sampler = RandomSampler(fit, num_samples=max(len(fit), steps * self.batch_size))
+        first = trainer.global_step * self.batch_size if trainer is not None else 0
+        steps = trainer.max_steps if trainer is not None else -1
+        last = steps * self.batch_size if steps > 0 else first + len(fit)  # no step limit: one permutation
+        sampler = PromptStream(len(fit), self._stream_seed, first, last, self._keep_seed)
         return DataLoader(fit, batch_size=self.batch_size, sampler=sampler, collate_fn=self.collate_fn)
 
     def val_dataloader(self) -> DataLoader | list:

@@ -12,8 +12,9 @@ __all__ = ["export"]
 
 
 def run(cfg: ExportConfig) -> None:
-    out = export(cfg.maps, cfg.output_dir, strength=cfg.strength, model=cfg.model, overwrite=cfg.overwrite,
-                 dtype=cfg.dtype)
+    out = export(
+        cfg.maps, cfg.output_dir, strength=cfg.strength, model=cfg.model, overwrite=cfg.overwrite, dtype=cfg.dtype
+    )
     print(f"merged checkpoint: {out}")
 
 

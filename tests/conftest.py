@@ -73,21 +73,25 @@ def no_hooks_left():
 @pytest.fixture
 def source_batch(tiny_llama):
     """Four right-padded source prompts of different lengths."""
-    return tiny_llama.collate([
-        "I hate this so much, it is awful.",
-        "You are a terrible person.",
-        "What a horrible, rotten day.",
-        "Go away",
-    ])
+    return tiny_llama.collate(
+        [
+            "I hate this so much, it is awful.",
+            "You are a terrible person.",
+            "What a horrible, rotten day.",
+            "Go away",
+        ]
+    )
 
 
 @pytest.fixture
 def target_batch(tiny_llama):
     """Five target prompts (a different count from the source on purpose)."""
-    return tiny_llama.collate([
-        "I love this, it is wonderful.",
-        "You are a kind person.",
-        "What a lovely and sunny day it has been today.",
-        "Please stay a while with us.",
-        "Thank you.",
-    ])
+    return tiny_llama.collate(
+        [
+            "I love this, it is wonderful.",
+            "You are a kind person.",
+            "What a lovely and sunny day it has been today.",
+            "Please stay a while with us.",
+            "Thank you.",
+        ]
+    )

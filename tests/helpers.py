@@ -29,7 +29,8 @@ PROBE_PROMPTS = ["Hello there, how are you today?", "a pink elephant in a kitche
 T2I_PROMPTS = ["a cat sleeping on a windowsill", "a pink elephant in a kitchen"]
 T2I_SEEDS = (0, 3)
 T2I_MERGE_SITES = {
-    "sd": PRESETS["stable_diffusion"]["norms"] + PRESETS["stable_diffusion"]["text"]
+    "sd": PRESETS["stable_diffusion"]["norms"]
+    + PRESETS["stable_diffusion"]["text"]
     + [r"unet\..*attentions\.\d+\.proj_out"],
     "flux": PRESETS["flux"]["attn_out"] + PRESETS["flux"]["ff_out"] + PRESETS["stable_diffusion"]["text"],
 }
@@ -41,10 +42,15 @@ def _normal(shape: torch.Size, generator: torch.Generator | np.random.Generator 
     return torch.randn(shape, generator=generator)
 
 
-def random_maps(sites: Sequence[Site | str] | AffineMaps, dims: Sequence[int] | None = None, *,
-                scale: float = 0.3, shift: bool = True,
-                generator: torch.Generator | np.random.Generator | None = None,
-                info: dict[str, Any] | None = None) -> AffineMaps:
+def random_maps(
+    sites: Sequence[Site | str] | AffineMaps,
+    dims: Sequence[int] | None = None,
+    *,
+    scale: float = 0.3,
+    shift: bool = True,
+    generator: torch.Generator | np.random.Generator | None = None,
+    info: dict[str, Any] | None = None,
+) -> AffineMaps:
     """Maps away from identity: per site ``omega = 1 + scale*N(0, 1)``, then ``beta = scale*N(0, 1)``
     (``beta = 0`` when not ``shift``: scale-only maps).
 
@@ -99,8 +105,9 @@ class SaveFirstGradients(lightning.Callback):
     def __init__(self, path: str):
         self.path = path
 
-    def on_before_optimizer_step(self, trainer: lightning.Trainer, pl_module: lightning.LightningModule,
-                                 optimizer: object) -> None:
+    def on_before_optimizer_step(
+        self, trainer: lightning.Trainer, pl_module: lightning.LightningModule, optimizer: object
+    ) -> None:
         if trainer.global_step == 0 and trainer.is_global_zero:
             grads = {name: p.grad.detach().clone() for name, p in pl_module.maps.named_parameters()}
             safetensors.torch.save_file(grads, self.path)
@@ -110,5 +117,6 @@ def run_cli(module: str, *args: str, timeout: int = 300) -> subprocess.Completed
     """``python -m module args...`` in a fresh process; returns the completed process (text output)."""
     path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))  # tests.helpers importable
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "PYTHONPATH": path}
-    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True,
-                          timeout=timeout, cwd=ROOT, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", module, *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env
+    )

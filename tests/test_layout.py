@@ -28,21 +28,33 @@ def test_import_contracts_are_kept(tmp_path):
     root = stage_installed_layout(tmp_path)
     lint = shutil.which("lint-imports", path=str(Path(sys.executable).parent))
     assert lint is not None, "lint-imports (import-linter) is not installed: pip install -e '.[test]'"
-    proc = subprocess.run([lint, "--config", str(ROOT / "pyproject.toml"), "--no-cache"], cwd=root,
-                          capture_output=True, text=True, env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"})
+    proc = subprocess.run(
+        [lint, "--config", str(ROOT / "pyproject.toml"), "--no-cache"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"},
+    )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     assert "Contracts: 4 kept, 0 broken." in proc.stdout, proc.stdout[-2000:]
 
 
 def _modules_after(code: str) -> set[str]:
-    proc = subprocess.run([sys.executable, "-c", code + "; import sys; print(' '.join(sys.modules))"],
-                          capture_output=True, text=True, cwd=ROOT, check=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", code + "; import sys; print(' '.join(sys.modules))"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=True,
+    )
     return {m.split(".")[0] for m in proc.stdout.split()}
 
 
 def test_core_imports_neither_lightning_nor_hydra():
-    loaded = _modules_after("import lineas.core.maps, lineas.core.merge, lineas.core.estimators, "
-                            "lineas.core.sparsity, lineas.core.blocks, lineas.core.prompts")
+    loaded = _modules_after(
+        "import lineas.core.maps, lineas.core.merge, lineas.core.estimators, "
+        "lineas.core.sparsity, lineas.core.blocks, lineas.core.prompts"
+    )
     assert "torch" in loaded  # the check sees real imports
     assert not loaded & {"lightning", "hydra", "omegaconf", "transformers", "diffusers"}
 

@@ -30,8 +30,12 @@ def register() -> None:
     for name, schema in SCHEMAS.items():
         cs.store(name=f"{name}_schema", node=schema)
     for name in recipe_names():
-        cs.store(group="recipe", name=name, package="_global_",
-                 node=OmegaConf.create((files("lineas.recipes") / f"{name}.yaml").read_text()))
+        cs.store(
+            group="recipe",
+            name=name,
+            package="_global_",
+            node=OmegaConf.create((files("lineas.recipes") / f"{name}.yaml").read_text()),
+        )
 
 
 def register_recipe_file(path: str | Path) -> str:

@@ -8,6 +8,7 @@ same folder. The children re-run the original arguments (Lightning rebuilds them
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 
@@ -21,12 +22,15 @@ from omegaconf import DictConfig
 
 from lineas.cli.main import one_line_errors
 from lineas.cli.recipes import register, register_recipe_file
-from lineas.core.errors import ConfigError
+from lineas.core.errors import ConfigError, OutputExistsError
 from lineas.training.module import frozen_base_expected
+from lineas.training.resume import read_checkpoint
 
 
 def train(cfg: DictConfig) -> Path:
     """Fit the maps described by a composed config; returns the output folder."""
+    if cfg.resume is not None:
+        read_checkpoint(cfg.resume)  # a truncated or foreign file: one clear error before the model loads
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     out = Path(cfg.output_dir)
     backbone = instantiate(cfg.backbone)
@@ -48,7 +52,8 @@ def _refuse_multirun_ddp(cfg: DictConfig) -> None:
             raise ConfigError(
                 "Hydra multirun (-m) cannot be combined with multi-process DDP (a known upstream "
                 "limitation): run one `python -m lineas.train ...` per setting instead, or use "
-                "trainer.devices=1 for the sweep.")
+                "trainer.devices=1 for the sweep."
+            )
 
 
 _ARGV: list[str] = []
@@ -68,8 +73,29 @@ def main() -> None:
     _ARGV[:] = sys.argv
     with one_line_errors("train"):
         args = _hydra_args(sys.argv[1:])
+        if not any(a.startswith(("hydra.run.dir=", "hydra.sweep.dir=")) for a in sys.argv[1:]):  # not a DDP child
+            claim_output_dir(sys.argv[1:])
     sys.argv = [sys.argv[0], *args]
     _main()
+
+
+def claim_output_dir(args: list[str]) -> None:
+    """Refuse an ``output_dir=`` that holds files unless the run continues there (``resume=``) or replaces it
+    (``overwrite=true``: the old folder is removed first). Runs before Hydra writes anything there."""
+    given = dict(a.split("=", 1) for a in args if "=" in a and not a.startswith("-"))
+    if "output_dir" not in given:
+        return  # the default output_dir is a new timestamped folder
+    path = Path(given["output_dir"])
+    held = sorted(p.name for p in path.iterdir()) if path.is_dir() else []
+    if not held or given.get("resume", "null") not in ("null", "None", ""):
+        return
+    if given.get("overwrite", "false").lower() == "true":
+        shutil.rmtree(path)
+        return
+    raise OutputExistsError(
+        f"output_dir {path} holds a run already ({', '.join(held[:6])}): choose a new output_dir, continue that run "
+        f"with resume={path / 'checkpoints' / 'last.ckpt'}, or replace it with overwrite=true"
+    )
 
 
 def _hydra_args(args: list[str]) -> list[str]:

@@ -36,7 +36,7 @@ class Stack:
         prefix = self.name + "."
         if not site.module.startswith(prefix):
             return None
-        return int(site.module[len(prefix):].split(".", 1)[0])
+        return int(site.module[len(prefix) :].split(".", 1)[0])
 
     def block_names(self, start: int, stop: int) -> list[str]:
         return [f"{self.name}.{i}" for i in range(start, stop)]
@@ -83,7 +83,7 @@ class PrefixCache:
         if start <= 0:
             raise ValueError(f"prefix cache at block {start}: nothing comes before it to cache")
         self.stack, self.start = stack, start
-        self.ids: torch.Tensor | None = None     # (N, T) keys of the stored rows
+        self.ids: torch.Tensor | None = None  # (N, T) keys of the stored rows
         self.states: torch.Tensor | None = None  # (N, T, D) hidden states entering block `start`
 
     def _pad(self, ids: torch.Tensor, length: int) -> torch.Tensor:
@@ -119,6 +119,7 @@ class PrefixCache:
         first = blocks[self.start]
         states = self.lookup(ids)
         if states is None:
+
             def fill(module: nn.Module, args: tuple, kwargs: dict[str, Any]) -> None:
                 self.store(ids, _hidden(args, kwargs))
 
@@ -134,7 +135,7 @@ class PrefixCache:
             return _with_hidden(args, kwargs, states.to(h.device, h.dtype))
 
         handle = first.register_forward_pre_hook(inject, with_kwargs=True)
-        setattr(self.stack.owner, self.stack.attr, blocks[self.start:])
+        setattr(self.stack.owner, self.stack.attr, blocks[self.start :])
         try:
             yield
         finally:

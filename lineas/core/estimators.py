@@ -69,8 +69,9 @@ def source_bounds(source: torch.Tensor, quantiles: Sequence[float]) -> tuple[tor
 
 
 @torch.no_grad()
-def fit_incremental_(maps: AffineMaps, collect: Collect, fit: SiteFit,
-                     clip_quantiles: Sequence[float] | None = (0.0, 100.0)) -> None:
+def fit_incremental_(
+    maps: AffineMaps, collect: Collect, fit: SiteFit, clip_quantiles: Sequence[float] | None = (0.0, 100.0)
+) -> None:
     """Fit ``maps`` site by site with ``fit``; each site's samples come with all earlier maps active.
 
     With ``clip_quantiles``, each map is restricted to the open interval between those quantiles of

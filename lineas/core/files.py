@@ -14,9 +14,9 @@ from typing import Any, Iterator
 
 from lineas.core.errors import OutputExistsError
 
-MAPS_WEIGHTS = "maps.safetensors"     # a maps folder: the tensors ...
-MAPS_CONFIG = "lineas.json"           # ... and what they are
-MERGE_RECORD = "lineas_merge.json"    # in a merged checkpoint: which maps at which strength
+MAPS_WEIGHTS = "maps.safetensors"  # a maps folder: the tensors ...
+MAPS_CONFIG = "lineas.json"  # ... and what they are
+MERGE_RECORD = "lineas_merge.json"  # in a merged checkpoint: which maps at which strength
 PIPELINE_SETTINGS = "lineas_pipeline.json"  # in a pipeline folder: the call settings lineas uses by default
 
 

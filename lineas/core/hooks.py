@@ -30,13 +30,22 @@ def channel_dim(t: torch.Tensor) -> int:
 
 
 def _select(site: Site, out: Any) -> torch.Tensor:
-    if site.index is not None and not isinstance(out, tuple):
+    if site.index is None:
+        if isinstance(out, torch.Tensor):
+            return out
+        hint = f"; write '{site.module}:k' to pick item k" if isinstance(out, tuple) else ""
+        kind = f"a tuple of {len(out)}" if isinstance(out, tuple) else f"a {type(out).__name__}"
+        raise SiteError(f"site {site} outputs {kind}, not a tensor{hint}")
+    if not isinstance(out, tuple):
         raise SiteError(f"site {site}: {site.module} outputs a {type(out).__name__}, not a tuple; drop ':{site.index}'")
-    t = out if site.index is None else out[site.index]
-    if not isinstance(t, torch.Tensor):
-        kind = f"a tuple of {len(out)}; write '{site.module}:k' to pick item k" if isinstance(out, tuple) else type(t).__name__
-        raise SiteError(f"site {site} outputs {kind}, not a tensor")
-    return t
+    tensors = [k for k, item in enumerate(out) if isinstance(item, torch.Tensor)]
+    if site.index >= len(out) or not isinstance(out[site.index], torch.Tensor):
+        what = "has no item" if site.index >= len(out) else f"holds {type(out[site.index]).__name__} at item"
+        raise SiteError(
+            f"site {site}: the output of {site.module} (a tuple of {len(out)}) {what} {site.index}; "
+            f"its tensor items are {tensors}: write '{site.module}:k' with k one of them"
+        )
+    return out[site.index]
 
 
 def _replace(site: Site, out: Any, t: torch.Tensor) -> Any:
@@ -69,21 +78,27 @@ def attach(
     by_module: dict[str, list[tuple[int, Site]]] = defaultdict(list)
     for i, site in enumerate(sites):
         if site.module not in modules:
-            raise SiteError(f"site {site}: no module named {site.module!r} in {type(model).__name__}")
+            raise SiteError(
+                f"site {site}: no module named {site.module!r} in {type(model).__name__}; "
+                "were the maps fitted on another model?"
+            )
         by_module[site.module].append((i, site))
 
     stop_module = stop_after.module if stop_after is not None else None
 
     def register(names: list[str]) -> list[torch.utils.hooks.RemovableHandle]:
-        return [modules[n].register_forward_hook(_site_hook(by_module[n], maps, capture, n == stop_module))
-                for n in names]
+        return [
+            modules[n].register_forward_hook(_site_hook(by_module[n], maps, capture, n == stop_module)) for n in names
+        ]
 
     inner: dict[str, list[str]] = {block: [n for n in by_module if n.startswith(block + ".")] for block in checkpoint}
     if stop_module is not None and any(stop_module in names for names in inner.values()):
         raise SiteError(f"cannot checkpoint the block holding the last site {stop_after}")
     handles = register([n for n in by_module if not any(n in names for names in inner.values())])
-    patched = [(modules[block], _checkpointed(modules[block], lambda names=names: register(names)))
-               for block, names in inner.items()]
+    patched = [
+        (modules[block], _checkpointed(modules[block], lambda names=names: register(names)))
+        for block, names in inner.items()
+    ]
     try:
         yield
     except StopForward:
@@ -98,8 +113,9 @@ def attach(
                 module.forward = own
 
 
-def _site_hook(entries: list[tuple[int, Site]], maps: SiteMaps | None, capture: dict[Site, torch.Tensor] | None,
-               stop: bool) -> Callable:
+def _site_hook(
+    entries: list[tuple[int, Site]], maps: SiteMaps | None, capture: dict[Site, torch.Tensor] | None, stop: bool
+) -> Callable:
     """The forward hook of one module: map (maps' site indices ``i``) and capture its sites; maybe stop."""
 
     def hook(module: nn.Module, args: Any, out: Any) -> Any:

@@ -26,8 +26,10 @@ def pool(x: torch.Tensor, mask: torch.Tensor | None, mode: Pooling = "mean") -> 
     if x.ndim == 2:
         return x
     if x.ndim != 3:
-        raise SiteError(f"cannot pool a site output of shape {tuple(x.shape)}: pick sites whose outputs are "
-                        "(batch, tokens, features), (batch, channels, height, width) or (batch, features)")
+        raise SiteError(
+            f"cannot pool a site output of shape {tuple(x.shape)}: pick sites whose outputs are "
+            "(batch, tokens, features), (batch, channels, height, width) or (batch, features)"
+        )
     if mask is None:
         return x.mean(1) if mode == "mean" else x.flatten(0, 1)
     mask = mask.to(x.device, torch.bool)
@@ -47,8 +49,9 @@ def check_mask(mask: torch.Tensor | None) -> None:
 @lru_cache(maxsize=64)
 def quantile_grid(n: int, m: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     # Breakpoints of both empirical quantile functions; between two consecutive ones both are constant.
-    t = torch.unique(torch.cat([torch.arange(1, n + 1, dtype=torch.float64) / n,
-                                torch.arange(1, m + 1, dtype=torch.float64) / m]))
+    t = torch.unique(
+        torch.cat([torch.arange(1, n + 1, dtype=torch.float64) / n, torch.arange(1, m + 1, dtype=torch.float64) / m])
+    )
     width = torch.diff(t, prepend=t.new_zeros(1))
     mid = t - width / 2
     i = (mid * n).floor().long().clamp_max(n - 1)

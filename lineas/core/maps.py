@@ -23,6 +23,14 @@ FORMAT = "lineas-maps/1"
 RESERVED = {"format", "strength", "sites", "support", "support_fraction", "versions", "clipped"}
 
 
+def check_strength(lam: float) -> float:
+    """``lam`` as a float; a warning when it is outside [0, 1] (the maps then extrapolate)."""
+    lam = float(lam)
+    if not 0.0 <= lam <= 1.0:
+        warnings.warn(f"strength {lam} is outside [0, 1]: the maps extrapolate", stacklevel=3)
+    return lam
+
+
 class AffineMaps(nn.Module):
     """Float32 ``omega, beta`` of shape ``(D,)`` per site, initialised at identity.
 
@@ -65,10 +73,7 @@ class AffineMaps(nn.Module):
 
     @strength.setter
     def strength(self, lam: float) -> None:
-        lam = float(lam)
-        if not 0.0 <= lam <= 1.0:
-            warnings.warn(f"strength {lam} is outside [0, 1]: the maps extrapolate", stacklevel=2)
-        self._strength = lam
+        self._strength = check_strength(lam)
 
     @property
     def clipped(self) -> bool:
@@ -79,7 +84,9 @@ class AffineMaps(nn.Module):
         """Restrict site ``i``'s map to values strictly inside ``(lo, hi)`` (each of shape ``(D,)``)."""
         d = self.dims[i]
         if lo.shape != (d,) or hi.shape != (d,):
-            raise ValueError(f"site {self.sites[i]}: bounds of shapes {tuple(lo.shape)}, {tuple(hi.shape)}, expected ({d},)")
+            raise ValueError(
+                f"site {self.sites[i]}: bounds of shapes {tuple(lo.shape)}, {tuple(hi.shape)}, expected ({d},)"
+            )
         self.bounds[i] = (lo.detach().float().cpu().contiguous(), hi.detach().float().cpu().contiguous())
 
     def coefficients(self, i: int, strength: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -91,6 +98,11 @@ class AffineMaps(nn.Module):
         """Map site ``i``'s output ``t`` along its channel axis; computed in float32, cast back."""
         shape = [1] * t.ndim
         shape[channel_dim(t)] = -1
+        if t.shape[channel_dim(t)] != self.omega[i].numel():
+            raise MapsFileError(
+                f"site {self.sites[i]}: the maps have {self.omega[i].numel()} dims but the module "
+                f"outputs {t.shape[channel_dim(t)]}; were the maps fitted on another model?"
+            )
         w, b = (c.to(t.device).view(shape) for c in self.coefficients(i))
         z = t.float()
         if self.bounds[i] is None:

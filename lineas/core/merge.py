@@ -99,7 +99,8 @@ def check_unclipped(maps: AffineMaps) -> None:
         raise MergeError(
             "these maps are clipped to the source's range (Linear-AcT's support clip): a piecewise map cannot "
             "fold into weights. Use them live (maps.apply, or generate / evaluate with maps=DIR), or refit "
-            "with module.clip=false for a mergeable, unclipped map.")
+            "with module.clip=false for a mergeable, unclipped map."
+        )
 
 
 def plan(model: nn.Module, maps: AffineMaps, rules: FoldRules, strength: float | None = None) -> MergePlan:
@@ -117,18 +118,23 @@ def plan(model: nn.Module, maps: AffineMaps, rules: FoldRules, strength: float |
             raise MergeError(
                 f"site {site}: {why} needs a bias on {name}, and {model_type} has no config flag for one. "
                 f"Fit this site with shift disabled (module.shift=false: scale-only maps fold into weights), "
-                f"or pick other sites ({rules.hint}).")
+                f"or pick other sites ({rules.hint})."
+            )
         if flag not in out.flags:
             out.flags.append(flag)
 
     for i, site in enumerate(maps.sites):
         m = modules.get(site.module)
         if m is None:
-            raise MergeError(f"site {site}: no such module in {type(model).__name__}; were the maps fitted on another model?")
+            raise MergeError(
+                f"site {site}: no such module in {type(model).__name__}; were the maps fitted on another model?"
+            )
         size = _out_dim(m)
         if size is not None and size != maps.dims[i]:
-            raise MergeError(f"site {site}: the maps have {maps.dims[i]} dims but {site.module} outputs {size}; "
-                             "were the maps fitted on another model?")
+            raise MergeError(
+                f"site {site}: the maps have {maps.dims[i]} dims but {site.module} outputs {size}; "
+                "were the maps fitted on another model?"
+            )
         _, b = maps.coefficients(i, strength)
         has_shift = bool(b.detach().abs().max() > 0)
         if site.index is not None:
@@ -147,7 +153,8 @@ def plan(model: nn.Module, maps: AffineMaps, rules: FoldRules, strength: float |
                     raise MergeError(
                         f"site {site}: an RMSNorm's shift beta has no home unless the norm feeds only Linear "
                         f"layers, and lineas does not know the consumers of {site.module} in {model_type}; "
-                        f"fit it with module.shift=false or pick other sites ({rules.hint}).")
+                        f"fit it with module.shift=false or pick other sites ({rules.hint})."
+                    )
                 for name in targets:
                     need_bias(name, site, "the RMSNorm shift beta")
         else:
@@ -157,7 +164,8 @@ def plan(model: nn.Module, maps: AffineMaps, rules: FoldRules, strength: float |
                 f"site {site} ({type(m).__name__}) cannot be merged: only Linear, Conv2d, LayerNorm, GroupNorm "
                 f"and RMSNorm outputs fold into weights (a whole decoder layer's or transformer block's output is "
                 f"the residual stream, which no single weight produces). Nearest mergeable: "
-                f"{rules.hint}.")
+                f"{rules.hint}."
+            )
         out.folds.append((i, kind))
     return out
 
@@ -171,8 +179,9 @@ def merge_(model: nn.Module, maps: AffineMaps, rules: FoldRules, strength: float
         setattr(model.config, flag, True)
         for name, m in modules.items():
             if rules.flag_for(name) == flag and m.bias is None:
-                m.bias = nn.Parameter(torch.zeros(m.out_features, dtype=m.weight.dtype, device=m.weight.device),
-                                      requires_grad=False)
+                m.bias = nn.Parameter(
+                    torch.zeros(m.out_features, dtype=m.weight.dtype, device=m.weight.device), requires_grad=False
+                )
     for i, kind in p.folds:
         site = maps.sites[i]
         m = modules[site.module]

@@ -6,7 +6,6 @@ import csv
 import json
 from pathlib import Path
 
-
 from lineas.core.errors import PromptFileError
 
 
@@ -16,7 +15,13 @@ def read_prompts(path: str | Path, field: str = "text") -> list[str]:
     if not path.is_file():
         raise PromptFileError(f"prompt file {path} does not exist (paths are relative to {Path.cwd()})")
     suffix = path.suffix.lower()
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise PromptFileError(
+            f"{path}: not UTF-8 text (byte {err.start} is 0x{err.object[err.start]:02x}); "
+            "save the prompts as UTF-8 .txt, .jsonl or .csv"
+        ) from None
     if suffix == ".jsonl":
         prompts = []
         for n, line in enumerate(text.splitlines(), 1):

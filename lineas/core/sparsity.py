@@ -85,8 +85,9 @@ class Sparsity:
 
     def __post_init__(self) -> None:
         if min(self.l1, self.group, self.beta_scale) < 0:
-            raise ConfigError(f"sparsity weights must be >= 0 (l1={self.l1}, group={self.group}, "
-                             f"beta_scale={self.beta_scale})")
+            raise ConfigError(
+                f"sparsity weights must be >= 0 (l1={self.l1}, group={self.group}, beta_scale={self.beta_scale})"
+            )
 
     @property
     def active(self) -> bool:

@@ -13,8 +13,9 @@ IGNORE = -100
 
 
 @torch.no_grad()
-def perplexity_with_se(model: nn.Module, tokenizer, texts: list[str], batch_size: int = 16,
-                       max_length: int = 128, progress: bool = True) -> tuple[float, float]:
+def perplexity_with_se(
+    model: nn.Module, tokenizer, texts: list[str], batch_size: int = 16, max_length: int = 128, progress: bool = True
+) -> tuple[float, float]:
     """``exp`` of the mean next-token NLL over all real tokens of ``texts``, and its standard error.
 
     Each text is scored alone. The standard error treats texts as the sampling unit: the token-weighted
@@ -27,13 +28,19 @@ def perplexity_with_se(model: nn.Module, tokenizer, texts: list[str], batch_size
     side, tokenizer.padding_side = tokenizer.padding_side, "right"
     try:
         for start in tqdm(range(0, len(texts), batch_size), desc="perplexity", disable=not progress, leave=False):
-            batch = tokenizer(texts[start:start + batch_size], padding=True, truncation=True,
-                              max_length=max_length, return_tensors="pt").to(device)
+            batch = tokenizer(
+                texts[start : start + batch_size],
+                padding=True,
+                truncation=True,
+                max_length=max_length,
+                return_tensors="pt",
+            ).to(device)
             logits = model(**batch, use_cache=False).logits.float()[:, :-1].cpu()
             labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, IGNORE)[:, 1:].cpu()
             metric.update(logits, labels)
-            token_nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels, ignore_index=IGNORE,
-                                                          reduction="none")
+            token_nll = torch.nn.functional.cross_entropy(
+                logits.transpose(1, 2), labels, ignore_index=IGNORE, reduction="none"
+            )
             nll.append(token_nll.double().sum(1))
             count.append((labels != IGNORE).sum(1).double())
     finally:
@@ -48,7 +55,8 @@ def perplexity_with_se(model: nn.Module, tokenizer, texts: list[str], batch_size
     return value, value * float(se_mean)
 
 
-def perplexity(model: nn.Module, tokenizer, texts: list[str], batch_size: int = 16, max_length: int = 128,
-               progress: bool = True) -> float:
+def perplexity(
+    model: nn.Module, tokenizer, texts: list[str], batch_size: int = 16, max_length: int = 128, progress: bool = True
+) -> float:
     """``exp`` of the mean next-token NLL over all real tokens of ``texts`` (each text scored alone)."""
     return perplexity_with_se(model, tokenizer, texts, batch_size, max_length, progress)[0]

@@ -54,6 +54,7 @@ _JSON_FORMAT = 1
 
 # --------------------------------------------------------------------------- locating the package files
 
+
 def package_dir() -> Path:
     """``toxic_classifier/model/`` of the installed wheel, found without importing it (it needs tensorflow)."""
     spec = importlib.util.find_spec(PACKAGE)
@@ -65,6 +66,7 @@ def package_dir() -> Path:
 
 
 # --------------------------------------------------------------------------- the tokenizer, safely
+
 
 class _KerasTokenizerState:
     """Inert stand-in for ``keras...Tokenizer``: it only receives the pickled attributes."""
@@ -136,6 +138,7 @@ def load_vocab(pickle_path: str | os.PathLike | None = None, cache: str | os.Pat
     digest = hashlib.sha256(data).hexdigest()[:16]
     if cache is None:
         from lineas.models.cache import cache_dir
+
         cache = cache_dir()
     path = Path(cache) / f"toxic-classifier-tokenizer-{digest}.json"
     if path.is_file():
@@ -183,23 +186,30 @@ class TextEncoder:
         ids = torch.zeros(len(texts), self.maxlen, dtype=torch.long)
         for row, text in enumerate(texts):
             seq = self.sequence(text)
-            seq = seq[-self.maxlen:] if self.truncating == "pre" else seq[:self.maxlen]
+            seq = seq[-self.maxlen :] if self.truncating == "pre" else seq[: self.maxlen]
             if not seq:
                 continue
             if self.padding == "pre":
-                ids[row, self.maxlen - len(seq):] = torch.tensor(seq)
+                ids[row, self.maxlen - len(seq) :] = torch.tensor(seq)
             else:
-                ids[row, :len(seq)] = torch.tensor(seq)
+                ids[row, : len(seq)] = torch.tensor(seq)
         return ids
 
 
 # --------------------------------------------------------------------------- the network
 
+
 class ToxicCommentNet(nn.Module):
     """Embedding -> BiLSTM (sequences) -> max over time -> Dense(relu) -> Dense(sigmoid), as the Keras model."""
 
-    def __init__(self, vocab_size: int = VOCAB_SIZE, embedding_dim: int = EMBEDDING_DIM, units: int = LSTM_UNITS,
-                 dense_units: int = DENSE_UNITS, n_labels: int = len(LABELS)):
+    def __init__(
+        self,
+        vocab_size: int = VOCAB_SIZE,
+        embedding_dim: int = EMBEDDING_DIM,
+        units: int = LSTM_UNITS,
+        dense_units: int = DENSE_UNITS,
+        n_labels: int = len(LABELS),
+    ):
         super().__init__()
         self.embedding = nn.Embedding(vocab_size, embedding_dim)
         self.lstm = nn.LSTM(embedding_dim, units, batch_first=True, bidirectional=True)
@@ -216,18 +226,28 @@ class ToxicCommentNet(nn.Module):
     def from_keras_h5(cls, path: str | os.PathLike | None = None) -> "ToxicCommentNet":
         """Build the network and copy the weights of a Keras 3 ``model.weights.h5``."""
         import h5py  # a dependency of lineas; imported here so that importing lineas.metrics stays light
+
         path = Path(path) if path is not None else package_dir() / "model.weights.h5"
         with h5py.File(path, "r") as f:
+
             def var(layer: str, i: int) -> torch.Tensor:
                 return torch.from_numpy(f[f"layers/{layer}/vars/{i}"][()].astype("float32"))
 
             emb = var("embedding", 0)
-            net = cls(vocab_size=emb.shape[0], embedding_dim=emb.shape[1],
-                      units=f["layers/bidirectional/forward_layer/cell/vars/1"].shape[0],
-                      dense_units=f["layers/dense/vars/0"].shape[1], n_labels=f["layers/dense_1/vars/0"].shape[1])
-            sd = {"embedding.weight": emb,
-                  "dense.weight": var("dense", 0).T, "dense.bias": var("dense", 1),
-                  "out.weight": var("dense_1", 0).T, "out.bias": var("dense_1", 1)}
+            net = cls(
+                vocab_size=emb.shape[0],
+                embedding_dim=emb.shape[1],
+                units=f["layers/bidirectional/forward_layer/cell/vars/1"].shape[0],
+                dense_units=f["layers/dense/vars/0"].shape[1],
+                n_labels=f["layers/dense_1/vars/0"].shape[1],
+            )
+            sd = {
+                "embedding.weight": emb,
+                "dense.weight": var("dense", 0).T,
+                "dense.bias": var("dense", 1),
+                "out.weight": var("dense_1", 0).T,
+                "out.bias": var("dense_1", 1),
+            }
             # Keras LSTM: kernel (in, 4u), recurrent_kernel (u, 4u), bias (4u), gates i, f, c, o = PyTorch's i, f, g, o.
             for direction, suffix in (("forward_layer", ""), ("backward_layer", "_reverse")):
                 kernel, recurrent, bias = (var(f"bidirectional/{direction}/cell", i) for i in range(3))
@@ -253,7 +273,7 @@ class ToxicityClassifier:
     def score(self, texts: Sequence[str] | str, batch_size: int = 256) -> torch.Tensor:
         """``(N, 6)`` float32 probabilities on the CPU."""
         texts = [texts] if isinstance(texts, str) else list(texts)
-        out = [self.net(self.encoder(texts[i:i + batch_size])) for i in range(0, len(texts), batch_size)]
+        out = [self.net(self.encoder(texts[i : i + batch_size])) for i in range(0, len(texts), batch_size)]
         return torch.cat(out) if out else torch.zeros(0, len(LABELS))
 
     __call__ = score
@@ -271,6 +291,7 @@ def score(texts: Sequence[str] | str, batch_size: int = 256) -> torch.Tensor:
 
 
 # --------------------------------------------------------------------------- the metric
+
 
 class Toxicity(torchmetrics.Metric):
     """Mean "toxic" probability and the fraction of texts above ``threshold``, over all ``update`` calls.

@@ -6,8 +6,8 @@ import os
 from pathlib import Path
 from typing import Callable
 
-from lineas.core.files import atomic_dir
 from lineas.core.errors import OutputExistsError
+from lineas.core.files import atomic_dir
 
 FORMAT_TAG = "v2"  # bump when a cached folder's content changes
 

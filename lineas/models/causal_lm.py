@@ -12,8 +12,9 @@ from lineas.models.sources import resolve
 from lineas.models.synthetic import random_model
 
 
-def load_causal_lm(spec: str, dtype: str | torch.dtype = "float32", device: str | None = None,
-                   trust_remote_code: bool = False) -> tuple[nn.Module, Any]:
+def load_causal_lm(
+    spec: str, dtype: str | torch.dtype = "float32", device: str | None = None, trust_remote_code: bool = False
+) -> tuple[nn.Module, Any]:
     """``(model, tokenizer)`` of a model spec (:func:`lineas.models.sources.resolve`), frozen, in eval mode.
 
     ``shape:NAME`` gives random weights created on ``device``; real weights load there (default: CPU).
@@ -25,8 +26,9 @@ def load_causal_lm(spec: str, dtype: str | torch.dtype = "float32", device: str 
     if source.shape is not None:
         model = random_model(source.shape, parse_dtype(dtype), device or "cpu")
     else:
-        model = AutoModelForCausalLM.from_pretrained(source.path, dtype=parse_dtype(dtype),
-                                                     trust_remote_code=trust_remote_code, device_map=device)
+        model = AutoModelForCausalLM.from_pretrained(
+            source.path, dtype=parse_dtype(dtype), trust_remote_code=trust_remote_code, device_map=device
+        )
     return model.requires_grad_(False).eval(), tokenizer
 
 
@@ -34,13 +36,20 @@ class CausalLM:
     """A frozen ``AutoModelForCausalLM`` and its tokenizer.
 
     ``model`` is a hub id, a local folder, an offline spec (``offline:smollm2-135m-instruct``,
-    ``tiny:llama``, ``shape:NAME``; see :mod:`lineas.models.sources`), loaded on ``device``. Prompts are right-padded to at most ``max_length``
-    tokens. With ``exclude_bos`` a leading BOS token is not a sample: its activations are the
-    same for every prompt (an attention sink) and carry nothing about the prompt.
+    ``tiny:llama``, ``shape:NAME``; see :mod:`lineas.models.sources`), loaded on ``device``. Prompts are
+    right-padded to at most ``max_length`` tokens. With ``exclude_bos`` a leading BOS token is not a sample:
+    its activations are the same for every prompt (an attention sink) and carry nothing about the prompt.
     """
 
-    def __init__(self, model: str, dtype: str | torch.dtype = "float32", max_length: int = 64,
-                 exclude_bos: bool = True, trust_remote_code: bool = False, device: str | None = None) -> None:
+    def __init__(
+        self,
+        model: str,
+        dtype: str | torch.dtype = "float32",
+        max_length: int = 64,
+        exclude_bos: bool = True,
+        trust_remote_code: bool = False,
+        device: str | None = None,
+    ) -> None:
         self.spec = model
         self.model, self.tokenizer = load_causal_lm(model, dtype, device, trust_remote_code)
         if self.tokenizer.pad_token is None:
@@ -50,12 +59,14 @@ class CausalLM:
         self.exclude_bos = exclude_bos
 
     def collate(self, prompts: list[str]) -> dict[str, Any]:
-        return dict(self.tokenizer(list(prompts), padding=True, truncation=True,
-                                   max_length=self.max_length, return_tensors="pt"))
+        return dict(
+            self.tokenizer(
+                list(prompts), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+            )
+        )
 
     def forward(self, batch: dict[str, Any]) -> Any:
-        return self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                          use_cache=False)
+        return self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False)
 
     def position_mask(self, batch: dict[str, Any]) -> torch.Tensor:
         mask = batch["attention_mask"].bool()

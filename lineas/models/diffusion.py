@@ -24,8 +24,11 @@ from lineas.core.errors import ModelSourceError
 from lineas.models.backbone import parse_dtype
 from lineas.models.sources import resolve
 
-PIPELINE_FAMILIES = {"StableDiffusionPipeline": "stable_diffusion", "StableDiffusionXLPipeline": "stable_diffusion_xl",
-            "FluxPipeline": "flux"}
+PIPELINE_FAMILIES = {
+    "StableDiffusionPipeline": "stable_diffusion",
+    "StableDiffusionXLPipeline": "stable_diffusion_xl",
+    "FluxPipeline": "flux",
+}
 COMPONENTS = ("text_encoder", "text_encoder_2", "unet", "transformer")
 
 
@@ -73,15 +76,28 @@ class DiffusionPipe:
     ``seed`` draws the fitting latents.
     """
 
-    def __init__(self, model: str, dtype: str | torch.dtype = "float32", height: int | None = None,
-                 width: int | None = None, num_inference_steps: int | None = None,
-                 guidance_scale: float | None = None, max_sequence_length: int | None = None, seed: int = 0) -> None:
+    def __init__(
+        self,
+        model: str,
+        dtype: str | torch.dtype = "float32",
+        height: int | None = None,
+        width: int | None = None,
+        num_inference_steps: int | None = None,
+        guidance_scale: float | None = None,
+        max_sequence_length: int | None = None,
+        seed: int = 0,
+    ) -> None:
         self.spec = model
         self.pipe = load_pipeline(model, dtype)
         self.model = PipelineModules(self.pipe).requires_grad_(False).eval()
         self.family = self.model.config.model_type
-        given = dict(height=height, width=width, num_inference_steps=num_inference_steps,
-                     guidance_scale=guidance_scale, max_sequence_length=max_sequence_length)
+        given = dict(
+            height=height,
+            width=width,
+            num_inference_steps=num_inference_steps,
+            guidance_scale=guidance_scale,
+            max_sequence_length=max_sequence_length,
+        )
         self.call_kwargs = {**resolve(model).pipeline_settings, **{k: v for k, v in given.items() if v is not None}}
         if self.family != "flux":
             self.call_kwargs.pop("max_sequence_length", None)
@@ -122,8 +138,13 @@ class DiffusionPipe:
         x = pipe.scheduler.scale_model_input(latents * pipe.scheduler.init_noise_sigma, t)
         if self.family == "stable_diffusion_xl":
             embeds, _, pooled, _ = pipe.encode_prompt(prompts, device=device, do_classifier_free_guidance=False)
-            time_ids = pipe._get_add_time_ids((height, width), (0, 0), (height, width), dtype=embeds.dtype,
-                                              text_encoder_projection_dim=pipe.text_encoder_2.config.projection_dim)
+            time_ids = pipe._get_add_time_ids(
+                (height, width),
+                (0, 0),
+                (height, width),
+                dtype=embeds.dtype,
+                text_encoder_projection_dim=pipe.text_encoder_2.config.projection_dim,
+            )
             extra = {"added_cond_kwargs": {"text_embeds": pooled, "time_ids": time_ids.to(device).expand(n, -1)}}
         else:
             embeds, _ = pipe.encode_prompt(prompts, device, 1, False)
@@ -137,17 +158,34 @@ class DiffusionPipe:
         pipe, n = self.pipe, len(prompts)
         (height, width), tr = self._size(), pipe.transformer
         embeds, pooled, text_ids = pipe.encode_prompt(
-            prompts, prompt_2=None, device=device, max_sequence_length=self.call_kwargs.get("max_sequence_length", 512))
-        c, h, w = tr.config.in_channels // 4, 2 * (height // (pipe.vae_scale_factor * 2)), 2 * (width // (pipe.vae_scale_factor * 2))
+            prompts, prompt_2=None, device=device, max_sequence_length=self.call_kwargs.get("max_sequence_length", 512)
+        )
+        c, h, w = (
+            tr.config.in_channels // 4,
+            2 * (height // (pipe.vae_scale_factor * 2)),
+            2 * (width // (pipe.vae_scale_factor * 2)),
+        )
         latents = pipe._pack_latents(self._noise(1, (c, h, w), device, tr.dtype), 1, c, h, w).expand(n, -1, -1)
         image_ids = pipe._prepare_latent_image_ids(1, h // 2, w // 2, device, tr.dtype)
         steps = self.call_kwargs.get("num_inference_steps", 1)
         cfg = pipe.scheduler.config
-        mu = calculate_shift(latents.shape[1], cfg.get("base_image_seq_len", 256), cfg.get("max_image_seq_len", 4096),
-                             cfg.get("base_shift", 0.5), cfg.get("max_shift", 1.15))
+        mu = calculate_shift(
+            latents.shape[1],
+            cfg.get("base_image_seq_len", 256),
+            cfg.get("max_image_seq_len", 4096),
+            cfg.get("base_shift", 0.5),
+            cfg.get("max_shift", 1.15),
+        )
         t = self._first_timestep(device, sigmas=np.linspace(1.0, 1 / steps, steps), mu=mu)
         guidance = None
         if tr.config.guidance_embeds:
             guidance = torch.full((n,), self.call_kwargs.get("guidance_scale", 3.5), device=device, dtype=torch.float32)
-        return tr(hidden_states=latents, timestep=(t / 1000).expand(n).to(tr.dtype), guidance=guidance,
-                  pooled_projections=pooled, encoder_hidden_states=embeds, txt_ids=text_ids, img_ids=image_ids).sample
+        return tr(
+            hidden_states=latents,
+            timestep=(t / 1000).expand(n).to(tr.dtype),
+            guidance=guidance,
+            pooled_projections=pooled,
+            encoder_hidden_states=embeds,
+            txt_ids=text_ids,
+            img_ids=image_ids,
+        ).sample

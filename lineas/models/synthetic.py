@@ -25,21 +25,39 @@ def tiny_config(family: str, vocab_size: int):
 
     Weights are drawn with std 0.2 (not the usual 0.02) so that activations have unit-ish scale.
     """
-    from transformers import (Gemma2Config, GPT2Config, LlamaConfig, MistralConfig, Phi3Config,
-                              Qwen2Config)
+    from transformers import Gemma2Config, GPT2Config, LlamaConfig, MistralConfig, Phi3Config, Qwen2Config
 
-    common = dict(vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=4,
-                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                  bos_token_id=1, eos_token_id=2, pad_token_id=2, tie_word_embeddings=True,
-                  initializer_range=0.2)
+    common = dict(
+        vocab_size=vocab_size,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=2,
+        tie_word_embeddings=True,
+        initializer_range=0.2,
+    )
     builders = {
         "llama": lambda: LlamaConfig(**common),
         "qwen2": lambda: Qwen2Config(**common),
         "mistral": lambda: MistralConfig(**common, sliding_window=None),
         "phi3": lambda: Phi3Config(**common),
         "gemma2": lambda: Gemma2Config(**common, head_dim=16, query_pre_attn_scalar=16, sliding_window=128),
-        "gpt2": lambda: GPT2Config(vocab_size=vocab_size, n_embd=64, n_layer=4, n_head=4, n_positions=256,
-                                   bos_token_id=1, eos_token_id=2, pad_token_id=2, initializer_range=0.2),
+        "gpt2": lambda: GPT2Config(
+            vocab_size=vocab_size,
+            n_embd=64,
+            n_layer=4,
+            n_head=4,
+            n_positions=256,
+            bos_token_id=1,
+            eos_token_id=2,
+            pad_token_id=2,
+            initializer_range=0.2,
+        ),
     }
     if family not in builders:
         raise ModelSourceError(f"tiny:{family}: no such tiny model; choose one of {sorted(builders)}")
@@ -65,21 +83,52 @@ def _configs() -> dict[str, Callable[[], Any]]:
 
     return {
         "gemma2-2b": lambda: Gemma2Config(
-            vocab_size=256000, hidden_size=2304, intermediate_size=9216, num_hidden_layers=26,
-            num_attention_heads=8, num_key_value_heads=4, head_dim=256, query_pre_attn_scalar=256,
-            sliding_window=4096, attn_logit_softcapping=50.0, final_logit_softcapping=30.0,
-            hidden_activation="gelu_pytorch_tanh", max_position_embeddings=8192),
+            vocab_size=256000,
+            hidden_size=2304,
+            intermediate_size=9216,
+            num_hidden_layers=26,
+            num_attention_heads=8,
+            num_key_value_heads=4,
+            head_dim=256,
+            query_pre_attn_scalar=256,
+            sliding_window=4096,
+            attn_logit_softcapping=50.0,
+            final_logit_softcapping=30.0,
+            hidden_activation="gelu_pytorch_tanh",
+            max_position_embeddings=8192,
+        ),
         "qwen2.5-1.5b": lambda: Qwen2Config(
-            vocab_size=151936, hidden_size=1536, intermediate_size=8960, num_hidden_layers=28,
-            num_attention_heads=12, num_key_value_heads=2, rope_theta=1e6, tie_word_embeddings=True,
-            max_position_embeddings=32768),
+            vocab_size=151936,
+            hidden_size=1536,
+            intermediate_size=8960,
+            num_hidden_layers=28,
+            num_attention_heads=12,
+            num_key_value_heads=2,
+            rope_theta=1e6,
+            tie_word_embeddings=True,
+            max_position_embeddings=32768,
+        ),
         "qwen2.5-7b": lambda: Qwen2Config(
-            vocab_size=152064, hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
-            num_attention_heads=28, num_key_value_heads=4, rope_theta=1e6, tie_word_embeddings=False,
-            max_position_embeddings=32768),
+            vocab_size=152064,
+            hidden_size=3584,
+            intermediate_size=18944,
+            num_hidden_layers=28,
+            num_attention_heads=28,
+            num_key_value_heads=4,
+            rope_theta=1e6,
+            tie_word_embeddings=False,
+            max_position_embeddings=32768,
+        ),
         "llama3-8b": lambda: LlamaConfig(
-            vocab_size=128256, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
-            num_attention_heads=32, num_key_value_heads=8, rope_theta=500000.0, max_position_embeddings=8192),
+            vocab_size=128256,
+            hidden_size=4096,
+            intermediate_size=14336,
+            num_hidden_layers=32,
+            num_attention_heads=32,
+            num_key_value_heads=8,
+            rope_theta=500000.0,
+            max_position_embeddings=8192,
+        ),
     }
 
 

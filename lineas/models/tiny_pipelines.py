@@ -44,29 +44,47 @@ def tiny_tokenizer() -> Any:
     tok = Tokenizer(models.WordLevel(vocab, unk_token=UNK))
     tok.normalizer = normalizers.Lowercase()
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.post_processor = processors.TemplateProcessing(single=f"{BOS} $A {EOS}",
-                                                       special_tokens=[(BOS, 0), (EOS, 1)])
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=BOS, eos_token=EOS, unk_token=UNK,
-                                   pad_token=EOS, model_max_length=MAX_TOKENS)
+    tok.post_processor = processors.TemplateProcessing(single=f"{BOS} $A {EOS}", special_tokens=[(BOS, 0), (EOS, 1)])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token=BOS, eos_token=EOS, unk_token=UNK, pad_token=EOS, model_max_length=MAX_TOKENS
+    )
 
 
 def _clip(vocab_size: int) -> Any:
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    return CLIPTextModel(CLIPTextConfig(
-        vocab_size=vocab_size, hidden_size=WIDTH, intermediate_size=2 * WIDTH, num_hidden_layers=2,
-        num_attention_heads=4, max_position_embeddings=MAX_TOKENS, projection_dim=WIDTH,
-        bos_token_id=0, eos_token_id=1, pad_token_id=1))
+    return CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=vocab_size,
+            hidden_size=WIDTH,
+            intermediate_size=2 * WIDTH,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=MAX_TOKENS,
+            projection_dim=WIDTH,
+            bos_token_id=0,
+            eos_token_id=1,
+            pad_token_id=1,
+        )
+    )
 
 
 def _vae(latent_channels: int, **kw: Any) -> Any:
     from diffusers import AutoencoderKL
 
     # three blocks: a scale factor of 4 (32x32 images, 8x8 latents)
-    return AutoencoderKL(in_channels=3, out_channels=3, latent_channels=latent_channels,
-                         down_block_types=["DownEncoderBlock2D"] * 3, up_block_types=["UpDecoderBlock2D"] * 3,
-                         block_out_channels=[8, 16, 16], layers_per_block=1, norm_num_groups=4,
-                         sample_size=32, **kw)
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        latent_channels=latent_channels,
+        down_block_types=["DownEncoderBlock2D"] * 3,
+        up_block_types=["UpDecoderBlock2D"] * 3,
+        block_out_channels=[8, 16, 16],
+        layers_per_block=1,
+        norm_num_groups=4,
+        sample_size=32,
+        **kw,
+    )
 
 
 def build_tiny_sd() -> Any:
@@ -75,14 +93,30 @@ def build_tiny_sd() -> Any:
 
     tokenizer = tiny_tokenizer()
     unet = UNet2DConditionModel(
-        sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(16, 32),
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=WIDTH, attention_head_dim=8, norm_num_groups=8)
-    scheduler = EulerDiscreteScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
-                                       timestep_spacing="trailing", steps_offset=1)
-    return StableDiffusionPipeline(vae=_vae(4), text_encoder=_clip(len(tokenizer)), tokenizer=tokenizer, unet=unet,
-                                   scheduler=scheduler, safety_checker=None, feature_extractor=None,
-                                   requires_safety_checker=False)
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        layers_per_block=1,
+        block_out_channels=(16, 32),
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=WIDTH,
+        attention_head_dim=8,
+        norm_num_groups=8,
+    )
+    scheduler = EulerDiscreteScheduler(
+        beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, timestep_spacing="trailing", steps_offset=1
+    )
+    return StableDiffusionPipeline(
+        vae=_vae(4),
+        text_encoder=_clip(len(tokenizer)),
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
 
 
 def build_tiny_flux() -> Any:
@@ -92,24 +126,54 @@ def build_tiny_flux() -> Any:
 
     tokenizer = tiny_tokenizer()
     transformer = FluxTransformer2DModel(
-        patch_size=1, in_channels=16, num_layers=1, num_single_layers=1, attention_head_dim=16,
-        num_attention_heads=2, joint_attention_dim=WIDTH, pooled_projection_dim=WIDTH, guidance_embeds=False,
-        axes_dims_rope=[4, 6, 6])
-    t5 = T5EncoderModel(T5Config(vocab_size=len(tokenizer), d_model=WIDTH, d_ff=2 * WIDTH, d_kv=8, num_layers=2,
-                                 num_heads=4, relative_attention_num_buckets=8, pad_token_id=1, eos_token_id=1))
-    return FluxPipeline(scheduler=FlowMatchEulerDiscreteScheduler(shift=1.0, use_dynamic_shifting=False),
-                        vae=_vae(4, shift_factor=0.0, scaling_factor=1.0, use_quant_conv=False,
-                                 use_post_quant_conv=False),
-                        text_encoder=_clip(len(tokenizer)), tokenizer=tokenizer, text_encoder_2=t5,
-                        tokenizer_2=tiny_tokenizer(), transformer=transformer)
+        patch_size=1,
+        in_channels=16,
+        num_layers=1,
+        num_single_layers=1,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        joint_attention_dim=WIDTH,
+        pooled_projection_dim=WIDTH,
+        guidance_embeds=False,
+        axes_dims_rope=[4, 6, 6],
+    )
+    t5 = T5EncoderModel(
+        T5Config(
+            vocab_size=len(tokenizer),
+            d_model=WIDTH,
+            d_ff=2 * WIDTH,
+            d_kv=8,
+            num_layers=2,
+            num_heads=4,
+            relative_attention_num_buckets=8,
+            pad_token_id=1,
+            eos_token_id=1,
+        )
+    )
+    return FluxPipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=1.0, use_dynamic_shifting=False),
+        vae=_vae(4, shift_factor=0.0, scaling_factor=1.0, use_quant_conv=False, use_post_quant_conv=False),
+        text_encoder=_clip(len(tokenizer)),
+        tokenizer=tokenizer,
+        text_encoder_2=t5,
+        tokenizer_2=tiny_tokenizer(),
+        transformer=transformer,
+    )
 
 
 TINY_PIPELINES: dict[str, Callable[[], Any]] = {"sd": build_tiny_sd, "flux": build_tiny_flux}
 # Call settings for fitting and generation (lineas_pipeline.json): SD with classifier-free
 # guidance, FLUX like schnell (no guidance); both two steps.
-CALL_SETTINGS = {"sd": {"height": 32, "width": 32, "num_inference_steps": 2, "guidance_scale": 5.0},
-                 "flux": {"height": 32, "width": 32, "num_inference_steps": 2, "guidance_scale": 0.0,
-                          "max_sequence_length": MAX_TOKENS}}
+CALL_SETTINGS = {
+    "sd": {"height": 32, "width": 32, "num_inference_steps": 2, "guidance_scale": 5.0},
+    "flux": {
+        "height": 32,
+        "width": 32,
+        "num_inference_steps": 2,
+        "guidance_scale": 0.0,
+        "max_sequence_length": MAX_TOKENS,
+    },
+}
 
 
 def tiny_pipeline_dir(family: str, seed: int = 0) -> Path:

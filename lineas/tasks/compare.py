@@ -32,15 +32,31 @@ def describe(maps: AffineMaps) -> dict[str, Any]:
     support = maps.support(maps.info.get("sparsity", {}).get("eps", 1e-5))["total"]
     total = sum(maps.dims)
     name = NAMES.get(maps.info.get("estimator", "lineas"), maps.info.get("estimator"))
-    label = f"{name}, {'clipped' if maps.clipped else 'unclipped'}" if name != "LinEAS" else (
-        f"LinEAS, support {100 * support / total:.1f}%")
-    return {"label": label, "estimator": maps.info.get("estimator", "lineas"), "support": support,
-            "dims": total, "clipped": maps.clipped}
+    label = (
+        f"{name}, {'clipped' if maps.clipped else 'unclipped'}"
+        if name != "LinEAS"
+        else (f"LinEAS, support {100 * support / total:.1f}%")
+    )
+    return {
+        "label": label,
+        "estimator": maps.info.get("estimator", "lineas"),
+        "support": support,
+        "dims": total,
+        "clipped": maps.clipped,
+    }
 
 
-def compare(model: nn.Module, tokenizer: Any, runs: dict[str, AffineMaps], strengths: Sequence[float],
-            prompts: list[str], neutral: list[str], sampling: Sampling | None = None, threshold: float = 0.5,
-            progress: bool = True) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def compare(
+    model: nn.Module,
+    tokenizer: Any,
+    runs: dict[str, AffineMaps],
+    strengths: Sequence[float],
+    prompts: list[str],
+    neutral: list[str],
+    sampling: Sampling | None = None,
+    threshold: float = 0.5,
+    progress: bool = True,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Metric rows (``method``, ``strength``, toxicity, perplexity, standard errors) and generated rows."""
     first = next(iter(runs.values()))
     base, generated = evaluate(model, tokenizer, first, [0.0], prompts, neutral, sampling, threshold, progress)
@@ -49,23 +65,29 @@ def compare(model: nn.Module, tokenizer: Any, runs: dict[str, AffineMaps], stren
     for label, maps in runs.items():
         info = describe(maps)
         metrics, gen = evaluate(model, tokenizer, maps, strengths, prompts, neutral, sampling, threshold, progress)
-        rows += [{"method": label, "support": info["support"], "dims": info["dims"], "clipped": info["clipped"], **m}
-                 for m in metrics]
+        rows += [
+            {"method": label, "support": info["support"], "dims": info["dims"], "clipped": info["clipped"], **m}
+            for m in metrics
+        ]
         generated += [{**r, "method": label} for r in gen]
     return rows, generated
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
     """A Markdown table: method, support, strength, toxic rate, mean toxicity +- se, perplexity +- se."""
-    lines = ["| method | support | strength | toxic rate | mean toxicity (± se) | perplexity (± se) |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "| method | support | strength | toxic rate | mean toxicity (± se) | perplexity (± se) |",
+        "|---|---|---|---|---|---|",
+    ]
     last = None
     for r in rows:
         same = r["method"] == last
         support = "—" if r["support"] is None else f"{r['support']} ({100 * r['support'] / r['dims']:.1f}%)"
-        lines.append(f"| {'' if same else r['method']} | {'' if same else support} | {r['strength']:g} | "
-                     f"{r['toxicity_rate']:.3f} | {r['toxicity_mean']:.3f} ± {r['toxicity_mean_se']:.3f} | "
-                     f"{r['perplexity']:.2f} ± {r['perplexity_se']:.2f} |")
+        lines.append(
+            f"| {'' if same else r['method']} | {'' if same else support} | {r['strength']:g} | "
+            f"{r['toxicity_rate']:.3f} | {r['toxicity_mean']:.3f} ± {r['toxicity_mean_se']:.3f} | "
+            f"{r['perplexity']:.2f} ± {r['perplexity_se']:.2f} |"
+        )
         last = r["method"]
     return "\n".join(lines)
 
@@ -75,17 +97,37 @@ def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
     base = rows[0]
-    ax.errorbar([base["perplexity"]], [base["toxicity_mean"]], xerr=[base["perplexity_se"]],
-                yerr=[base["toxicity_mean_se"]], fmt="k*", markersize=12, label="base model", zorder=5)
+    ax.errorbar(
+        [base["perplexity"]],
+        [base["toxicity_mean"]],
+        xerr=[base["perplexity_se"]],
+        yerr=[base["toxicity_mean_se"]],
+        fmt="k*",
+        markersize=12,
+        label="base model",
+        zorder=5,
+    )
     methods = list(dict.fromkeys(r["method"] for r in rows[1:]))
     for method in methods:
         pts = [base] + [r for r in rows[1:] if r["method"] == method]
-        ax.errorbar([p["perplexity"] for p in pts], [p["toxicity_mean"] for p in pts],
-                    xerr=[p["perplexity_se"] for p in pts], yerr=[p["toxicity_mean_se"] for p in pts],
-                    fmt="o-", capsize=2, markersize=4, label=method)
+        ax.errorbar(
+            [p["perplexity"] for p in pts],
+            [p["toxicity_mean"] for p in pts],
+            xerr=[p["perplexity_se"] for p in pts],
+            yerr=[p["toxicity_mean_se"] for p in pts],
+            fmt="o-",
+            capsize=2,
+            markersize=4,
+            label=method,
+        )
         for p in pts[1:]:
-            ax.annotate(f"{p['strength']:g}", (p["perplexity"], p["toxicity_mean"]), fontsize=6,
-                        textcoords="offset points", xytext=(3, 3))
+            ax.annotate(
+                f"{p['strength']:g}",
+                (p["perplexity"], p["toxicity_mean"]),
+                fontsize=6,
+                textcoords="offset points",
+                xytext=(3, 3),
+            )
     ppl = [r["perplexity"] for r in rows]
     wide = max(ppl) > 5 * min(ppl)  # a blown-up baseline: a log axis keeps the others readable
     if wide:
@@ -110,19 +152,38 @@ def run_compare(cfg: CompareConfig) -> list[dict[str, Any]]:
         raise ConfigError(f"labels {labels}: give one distinct label per maps folder ({len(maps)})")
     specs = {cfg.model or m.info.get("base_model") for m in maps}
     if len(specs) != 1:
-        raise ConfigError(f"the maps were fitted on different base models {sorted(map(str, specs))}: "
-                          "compare maps of one model (or force one with model=...)")
+        raise ConfigError(
+            f"the maps were fitted on different base models {sorted(map(str, specs))}: "
+            "compare maps of one model (or force one with model=...)"
+        )
     spec = specs.pop()
     out = Path(cfg.output_dir)
     model, tokenizer = load_causal_lm(spec, cfg.dtype)
     for m in maps:
         check_fitted_on(m.info, model, spec)
     prompts, neutral = load_texts(cfg)
-    rows, generated = compare(model, tokenizer, dict(zip(labels, maps)), list(cfg.strengths), prompts, neutral,
-                              cfg.sampling, cfg.threshold, cfg.progress)
-    write_json(out / "compare.json", {"maps": dict(zip(labels, map(str, dirs))), "prompts": cfg.prompts,
-                                      "perplexity_texts": cfg.perplexity_texts, "generation": asdict(cfg.sampling),
-                                      "threshold": cfg.threshold, "rows": rows})
+    rows, generated = compare(
+        model,
+        tokenizer,
+        dict(zip(labels, maps)),
+        list(cfg.strengths),
+        prompts,
+        neutral,
+        cfg.sampling,
+        cfg.threshold,
+        cfg.progress,
+    )
+    write_json(
+        out / "compare.json",
+        {
+            "maps": dict(zip(labels, map(str, dirs))),
+            "prompts": cfg.prompts,
+            "perplexity_texts": cfg.perplexity_texts,
+            "generation": asdict(cfg.sampling),
+            "threshold": cfg.threshold,
+            "rows": rows,
+        },
+    )
     write_jsonl(out / "generations.jsonl", generated)
     table = format_table(rows)
     write_text(out / "compare.md", table + "\n")

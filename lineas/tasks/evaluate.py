@@ -30,9 +30,17 @@ from lineas.tasks.generate import generate
 from lineas.tasks.steered import load_steering
 
 
-def evaluate(model: nn.Module, tokenizer: Any, maps: AffineMaps | None, strengths: Sequence[float],
-             prompts: list[str], neutral: list[str], sampling: Sampling | None = None, threshold: float = 0.5,
-             progress: bool = True) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def evaluate(
+    model: nn.Module,
+    tokenizer: Any,
+    maps: AffineMaps | None,
+    strengths: Sequence[float],
+    prompts: list[str],
+    neutral: list[str],
+    sampling: Sampling | None = None,
+    threshold: float = 0.5,
+    progress: bool = True,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Per strength: toxicity (mean, rate above ``threshold``) of sampled continuations and perplexity,
     with the standard errors of the mean toxicity (over continuations) and of the perplexity (over texts).
 
@@ -47,8 +55,16 @@ def evaluate(model: nn.Module, tokenizer: Any, maps: AffineMaps | None, strength
         tox = toxicity.compute()
         with maps.apply(model, strength=lam) if maps is not None else nullcontext():
             ppl, ppl_se = perplexity_with_se(model, tokenizer, neutral, progress=progress)
-        metrics.append({"strength": lam, "toxicity_mean": float(tox["mean"]), "toxicity_rate": float(tox["rate"]),
-                        "perplexity": ppl, "toxicity_mean_se": float(tox["se"]), "perplexity_se": ppl_se})
+        metrics.append(
+            {
+                "strength": lam,
+                "toxicity_mean": float(tox["mean"]),
+                "toxicity_rate": float(tox["rate"]),
+                "perplexity": ppl,
+                "toxicity_mean_se": float(tox["se"]),
+                "perplexity_se": ppl_se,
+            }
+        )
         generations += rows
     return metrics, generations
 
@@ -75,8 +91,10 @@ def plot(metrics: list[dict[str, Any]], path: Path, title: str) -> None:
 
 def format_metrics(metrics: list[dict[str, Any]]) -> str:
     lines = [f"{'strength':>8}  {'toxic rate':>10}  {'mean tox':>8}  {'perplexity':>10}"]
-    lines += [f"{m['strength']:>8.2f}  {m['toxicity_rate']:>10.3f}  {m['toxicity_mean']:>8.3f}  {m['perplexity']:>10.2f}"
-              for m in metrics]
+    lines += [
+        f"{m['strength']:>8.2f}  {m['toxicity_rate']:>10.3f}  {m['toxicity_mean']:>8.3f}  {m['perplexity']:>10.2f}"
+        for m in metrics
+    ]
     return "\n".join(lines)
 
 
@@ -88,8 +106,11 @@ def write_report(out: Path, record: dict[str, Any], rows: list[dict[str, Any]]) 
     metrics = record["metrics"]
     write_json(out / "metrics.json", record)
     write_jsonl(out / "generations.jsonl", rows)
-    plot(metrics, out / "metrics.png",
-         f"{record['model']}: {record['prompts']} prompts, {record['perplexity_texts']} neutral sentences")
+    plot(
+        metrics,
+        out / "metrics.png",
+        f"{record['model']}: {record['prompts']} prompts, {record['perplexity_texts']} neutral sentences",
+    )
     with SummaryWriter(str(out / "tb")) as writer:
         for m in metrics:
             for key in ("toxicity_rate", "toxicity_mean", "perplexity"):
@@ -114,10 +135,18 @@ def run_evaluate(cfg: EvaluateConfig) -> list[dict[str, Any]]:
     if steering.maps is not None:
         check_fitted_on(steering.maps.info, model, steering.spec)
     prompts, neutral = load_texts(cfg)
-    metrics, rows = evaluate(model, tokenizer, steering.maps, steering.strengths, prompts, neutral, cfg.sampling,
-                             cfg.threshold, cfg.progress)
-    record = {"model": steering.spec, "maps": cfg.maps, "prompts": len(prompts), "perplexity_texts": len(neutral),
-              "threshold": cfg.threshold, "generation": asdict(cfg.sampling), "metrics": metrics}
+    metrics, rows = evaluate(
+        model, tokenizer, steering.maps, steering.strengths, prompts, neutral, cfg.sampling, cfg.threshold, cfg.progress
+    )
+    record = {
+        "model": steering.spec,
+        "maps": cfg.maps,
+        "prompts": len(prompts),
+        "perplexity_texts": len(neutral),
+        "threshold": cfg.threshold,
+        "generation": asdict(cfg.sampling),
+        "metrics": metrics,
+    }
     write_report(out, record, rows)
     print(format_metrics(metrics))
     print(f"metrics: {out / 'metrics.json'}, plot: {out / 'metrics.png'}")

@@ -17,7 +17,7 @@ import torch
 
 from lineas.core.errors import MergeError, OutputExistsError
 from lineas.core.files import MERGE_RECORD, PIPELINE_SETTINGS, atomic_dir
-from lineas.core.maps import AffineMaps, load_maps
+from lineas.core.maps import AffineMaps, check_strength, load_maps
 from lineas.core.merge import check_unclipped, merge_
 from lineas.models.backbone import parse_dtype
 from lineas.models.causal_lm import load_causal_lm
@@ -26,10 +26,17 @@ from lineas.models.families import check_fitted_on, fold_rules
 from lineas.models.sources import resolve
 
 
-def export(maps: str | Path | AffineMaps, output_dir: str | Path, strength: float = 1.0,
-           model: str | None = None, overwrite: bool = False, dtype: str | None = None) -> Path:
+def export(
+    maps: str | Path | AffineMaps,
+    output_dir: str | Path,
+    strength: float = 1.0,
+    model: str | None = None,
+    overwrite: bool = False,
+    dtype: str | None = None,
+) -> Path:
     """Fold ``maps`` at ``strength`` into their base model (or ``model``) and save it to ``output_dir``."""
     output_dir = Path(output_dir)
+    strength = check_strength(strength)
     if output_dir.exists() and not overwrite:
         raise OutputExistsError(f"{output_dir} exists; pass overwrite=true to replace it")
     maps = maps if isinstance(maps, AffineMaps) else load_maps(maps)
@@ -44,8 +51,13 @@ def export(maps: str | Path | AffineMaps, output_dir: str | Path, strength: floa
         weights.to(parse_dtype(dtype))
     with atomic_dir(output_dir, overwrite=overwrite) as tmp:
         save(tmp)
-        record = {"base_model": spec, "strength": strength, "sites": [str(s) for s in maps.sites],
-                  "bias_flags_enabled": plan.flags, "maps_info": maps.info}
+        record = {
+            "base_model": spec,
+            "strength": strength,
+            "sites": [str(s) for s in maps.sites],
+            "bias_flags_enabled": plan.flags,
+            "maps_info": maps.info,
+        }
         (tmp / MERGE_RECORD).write_text(json.dumps(record, indent=2) + "\n")
     return output_dir
 

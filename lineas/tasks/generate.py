@@ -102,8 +102,10 @@ def format_prompts(tokenizer: Any, prompts: Sequence[str], chat_template: bool) 
         return list(prompts)
     if not getattr(tokenizer, "chat_template", None):
         raise ConfigError("chat_template=true, but this tokenizer has no chat template; use chat_template=false")
-    return [tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
-                                          add_generation_prompt=True) for p in prompts]
+    return [
+        tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
+        for p in prompts
+    ]
 
 
 def generate(
@@ -144,33 +146,42 @@ def generate(
     kwargs.update(max_new_tokens=sampling.max_new_tokens, do_sample=sampling.do_sample)
     if sampling.do_sample:
         kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p)
-    batches = [texts[i:i + batch_size] for i in range(0, len(texts), batch_size)]
+    batches = [texts[i : i + batch_size] for i in range(0, len(texts), batch_size)]
     out: dict[float | None, list[str]] = {}
     was_training = model.training
     model.eval()
     try:
-        with _left_padded(tokenizer), tqdm(total=len(columns) * len(batches), desc="generate", unit="batch",
-                                           disable=not progress) as bar:
+        with (
+            _left_padded(tokenizer),
+            tqdm(total=len(columns) * len(batches), desc="generate", unit="batch", disable=not progress) as bar,
+        ):
             kwargs.setdefault("pad_token_id", tokenizer.pad_token_id)
             for lam in columns:
                 steer = maps.apply(model, strength=lam) if maps is not None else nullcontext()
                 with _seeded(seed, device), steer, torch.no_grad():
-                    out[lam] = [text for batch in batches
-                                for text in _continue(model, tokenizer, batch, not sampling.chat_template, kwargs, bar)]
+                    out[lam] = [
+                        text
+                        for batch in batches
+                        for text in _continue(model, tokenizer, batch, not sampling.chat_template, kwargs, bar)
+                    ]
     finally:
         model.train(was_training)
-    return [{"prompt": p, "strength": lam, "continuation": out[lam][i], "column": _label(lam, label)}
-            for i, p in enumerate(prompts) for lam in columns]
+    return [
+        {"prompt": p, "strength": lam, "continuation": out[lam][i], "column": _label(lam, label)}
+        for i, p in enumerate(prompts)
+        for lam in columns
+    ]
 
 
-def _continue(model: nn.Module, tokenizer: Any, batch: list[str], special_tokens: bool, kwargs: dict[str, Any],
-              bar: Any) -> list[str]:
+def _continue(
+    model: nn.Module, tokenizer: Any, batch: list[str], special_tokens: bool, kwargs: dict[str, Any], bar: Any
+) -> list[str]:
     """The new text of one batch of prompts (left-padded)."""
     enc = tokenizer(batch, return_tensors="pt", padding=True, add_special_tokens=special_tokens)
     enc = enc.to(next(model.parameters()).device)
     ids = model.generate(**enc, **kwargs)
     bar.update(1)
-    return tokenizer.batch_decode(ids[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+    return tokenizer.batch_decode(ids[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
 
 
 def _one_line(text: str) -> str:
@@ -209,8 +220,12 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def log_tensorboard(tb_dir: str | os.PathLike, rows: list[dict[str, Any]], tag: str = "generations",
-                    config: dict[str, Any] | None = None) -> None:
+def log_tensorboard(
+    tb_dir: str | os.PathLike,
+    rows: list[dict[str, Any]],
+    tag: str = "generations",
+    config: dict[str, Any] | None = None,
+) -> None:
     """The table as TensorBoard text under ``tag`` (and the config under ``tag/config``)."""
     from torch.utils.tensorboard import SummaryWriter
 
@@ -239,8 +254,16 @@ def run_generate(cfg: GenerateConfig) -> list[dict[str, Any]]:
     if steering.maps is not None:
         check_fitted_on(steering.maps.info, model, steering.spec)
         steering.maps.to(device)
-    rows = generate(model, tokenizer, prompts, steering.maps, steering.strengths, cfg.sampling,
-                    progress=cfg.progress, label=steering.label)
+    rows = generate(
+        model,
+        tokenizer,
+        prompts,
+        steering.maps,
+        steering.strengths,
+        cfg.sampling,
+        progress=cfg.progress,
+        label=steering.label,
+    )
     record = resolve(steering.spec).merge_record
     for r in rows if record is not None else []:
         r["strength"] = record.get("strength")

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import io
 from contextlib import nullcontext
-from pathlib import Path
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -26,8 +26,14 @@ from lineas.tasks.configs import GenerateConfig
 from lineas.tasks.steered import Steering
 
 
-def render(pipe: Any, prompts: Sequence[str], seeds: Sequence[int] = (0,), maps: AffineMaps | None = None,
-           strengths: Sequence[float] = (1.0,), **call_kwargs: Any) -> np.ndarray:
+def render(
+    pipe: Any,
+    prompts: Sequence[str],
+    seeds: Sequence[int] = (0,),
+    maps: AffineMaps | None = None,
+    strengths: Sequence[float] = (1.0,),
+    **call_kwargs: Any,
+) -> np.ndarray:
     """Float images in [0, 1], shape ``(len(strengths), len(prompts) * len(seeds), H, W, 3)``.
 
     Rows are prompt-major (each prompt at every seed). Without ``maps``, one strength slot (the
@@ -69,7 +75,9 @@ def run_images(cfg: GenerateConfig, steering: Steering, prompts: list[str], devi
         check_fitted_on(maps.info, PipelineModules(pipe), steering.spec)
         maps.to(device)
     call = {k: v for k, v in asdict(cfg.pipeline).items() if v is not None}
-    images = render(pipe, prompts, cfg.seeds, maps, steering.strengths, **{**resolve(steering.spec).pipeline_settings, **call})
+    images = render(
+        pipe, prompts, cfg.seeds, maps, steering.strengths, **{**resolve(steering.spec).pipeline_settings, **call}
+    )
     path = save_png(cfg.image_grid, grid(images))
     columns = [f"{s:g}" for s in steering.strengths] if maps is not None else [steering.label]
     rows = [{"prompt": p, "seed": int(seed), "column": c} for c in columns for p in prompts for seed in cfg.seeds]

@@ -29,7 +29,9 @@ def load_steering(maps: str | None, model: str | None, strengths: float | Sequen
     (the maps are already in its weights).
     """
     if maps is None and model is None:
-        raise ConfigError("give maps=DIR (steered, one column per strength) or model=FOLDER_OR_SPEC (the model as it is)")
+        raise ConfigError(
+            "give maps=DIR (steered, one column per strength) or model=FOLDER_OR_SPEC (the model as it is)"
+        )
     if maps is None:
         label = "merged" if resolve(model).merge_record is not None else "model"
         return Steering(model, label=label, pipeline=is_pipeline(model))
@@ -38,7 +40,9 @@ def load_steering(maps: str | None, model: str | None, strengths: float | Sequen
     if spec is None:
         raise MapsFileError(f"{maps}: the maps do not name their base model; pass model=ID_OR_PATH")
     if resolve(spec).merge_record is not None:
-        raise ConfigError(f"{spec} is a merged checkpoint: the maps are already in its weights. "
-                          f"Give maps= with their base model, or model={spec} alone")
+        raise ConfigError(
+            f"{spec} is a merged checkpoint: the maps are already in its weights. "
+            f"Give maps= with their base model, or model={spec} alone"
+        )
     lams = [float(s) for s in strengths] if isinstance(strengths, Sequence) else [float(strengths)]
     return Steering(spec, fitted, lams, pipeline=is_pipeline(spec, fitted.info.get("model_type")))

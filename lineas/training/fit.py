@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -9,6 +10,7 @@ import lightning as L
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from lineas.callbacks import FitSummary, SaveMaps
+from lineas.core.errors import OutputExistsError
 from lineas.core.loss import Pooling
 from lineas.core.maps import AffineMaps
 from lineas.core.sparsity import Sparsity
@@ -18,38 +20,86 @@ from lineas.models.causal_lm import CausalLM
 from lineas.training.module import LinEASModule, frozen_base_expected
 
 
-def fit(model: str | Backbone, source: str | Path | list[str], target: str | Path | list[str],
-        sites: str | Sequence[str] = "default", *, steps: int = 1000, lr: float = 1e-3,
-        pooling: Pooling = "mean", sparsity: Sparsity | None = None, normalize: bool = False,
-        shift: bool = True, estimator: str = "lineas", batch_size: int = 32,
-        num_fit: int | None = None, heldout_fraction: float = 0.25, seed: int = 0,
-        checkpointing: bool = False, prefix_cache: bool = False, clip: bool = False,
-        clip_quantiles: Sequence[float] = (0.0, 100.0), output_dir: str | Path | None = None,
-        **trainer_kwargs: Any) -> AffineMaps:
+def fit(
+    model: str | Backbone,
+    source: str | Path | list[str],
+    target: str | Path | list[str],
+    sites: str | Sequence[str] = "default",
+    *,
+    steps: int = 1000,
+    lr: float = 1e-3,
+    pooling: Pooling = "mean",
+    sparsity: Sparsity | None = None,
+    normalize: bool = False,
+    shift: bool = True,
+    estimator: str = "lineas",
+    batch_size: int = 32,
+    num_fit: int | None = None,
+    heldout_fraction: float = 0.25,
+    seed: int = 0,
+    checkpointing: bool = False,
+    prefix_cache: bool = False,
+    clip: bool = False,
+    clip_quantiles: Sequence[float] = (0.0, 100.0),
+    output_dir: str | Path | None = None,
+    overwrite: bool = False,
+    **trainer_kwargs: Any,
+) -> AffineMaps:
     """Fit LinEAS maps that move ``source`` prompts' activations towards ``target``'s.
 
     ``model`` is a model spec (hub id, folder, ``offline:...``, ``tiny:...``) or a :class:`Backbone`;
     ``source``/``target`` are prompt files or lists; the other arguments are those of
     :class:`LinEASModule` and :class:`PromptPairDataModule`. With ``output_dir``, the run writes the same
-    ``maps/``, ``fit_summary.json`` and TensorBoard logs as ``python -m lineas.train``.
+    ``maps/``, ``fit_summary.json`` and TensorBoard logs as ``python -m lineas.train``; a folder that holds
+    files is refused unless ``overwrite`` (which removes it first).
     """
+    if output_dir is not None and Path(output_dir).is_dir() and any(Path(output_dir).iterdir()):
+        if not overwrite:
+            raise OutputExistsError(f"output_dir {output_dir} holds files: choose a new one or pass overwrite=True")
+        shutil.rmtree(output_dir)
     L.seed_everything(seed, verbose=False)
     backbone = CausalLM(model) if isinstance(model, str) else model
-    datamodule = PromptPairDataModule(source, target, collate_fn=backbone.collate, batch_size=batch_size,
-                                      num_fit=num_fit, heldout_fraction=heldout_fraction, seed=seed)
-    module = LinEASModule(backbone, sites=sites, pooling=pooling, lr=lr, sparsity=sparsity, normalize=normalize,
-                          shift=shift, estimator=estimator, checkpointing=checkpointing, prefix_cache=prefix_cache,
-                          clip=clip, clip_quantiles=clip_quantiles)
+    datamodule = PromptPairDataModule(
+        source,
+        target,
+        collate_fn=backbone.collate,
+        batch_size=batch_size,
+        num_fit=num_fit,
+        heldout_fraction=heldout_fraction,
+        seed=seed,
+    )
+    module = LinEASModule(
+        backbone,
+        sites=sites,
+        pooling=pooling,
+        lr=lr,
+        sparsity=sparsity,
+        normalize=normalize,
+        shift=shift,
+        estimator=estimator,
+        checkpointing=checkpointing,
+        prefix_cache=prefix_cache,
+        clip=clip,
+        clip_quantiles=clip_quantiles,
+    )
     callbacks: list[L.Callback] = []
     logger: Any = False
     if output_dir is not None:
         out = Path(output_dir)
         callbacks = [FitSummary(out / "fit_summary.json"), SaveMaps(out / "maps")]
         logger = TensorBoardLogger(save_dir=str(out), name="tb", version="")
-    trainer_kwargs = {"max_steps": steps, "max_epochs": -1, "logger": logger, "callbacks": callbacks,
-                      "enable_checkpointing": False, "num_sanity_val_steps": 0, "log_every_n_steps": 1,
-                      "check_val_every_n_epoch": None, "val_check_interval": max(1, steps // 4),
-                      **trainer_kwargs}
+    trainer_kwargs = {
+        "max_steps": steps,
+        "max_epochs": -1,
+        "logger": logger,
+        "callbacks": callbacks,
+        "enable_checkpointing": False,
+        "num_sanity_val_steps": 0,
+        "log_every_n_steps": 1,
+        "check_val_every_n_epoch": None,
+        "val_check_interval": max(1, steps // 4),
+        **trainer_kwargs,
+    }
     with frozen_base_expected():
         L.Trainer(**trainer_kwargs).fit(module, datamodule=datamodule)
     return module.fitted_maps()

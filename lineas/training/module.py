@@ -9,6 +9,7 @@ from typing import Any, ContextManager, Iterable, Iterator, Sequence
 import lightning as L
 import torch
 from lightning.fabric.utilities.apply_func import move_data_to_device
+from lightning.pytorch.utilities import rank_zero_info
 
 from lineas.core.blocks import PrefixCache, find_stack
 from lineas.core.errors import ConfigError, FitError
@@ -20,6 +21,7 @@ from lineas.core.sparsity import Sparsity
 from lineas.models.backbone import Backbone
 from lineas.models.families import model_type_of, resolve_sites
 from lineas.training.distributed import average_gradients, gather_samples, shard_frozen_base
+from lineas.training.resume import check_fit_record, replan_cosine
 
 PROBE_PROMPTS = ["Hello there.", "A short example prompt."]
 
@@ -58,18 +60,30 @@ class LinEASModule(L.LightningModule):
     Defaults are those of the official code: Adam, lr 1e-3, betas (0.9, 0.9), cosine decay to lr*1e-3.
     """
 
-    def __init__(self, backbone: Backbone, sites: str | Sequence[str] = "default", pooling: Pooling = "mean",
-                 lr: float = 1e-3, betas: Sequence[float] = (0.9, 0.9), weight_decay: float = 0.0,
-                 min_lr_ratio: float = 1e-3, sparsity: Sparsity | None = None, early_exit: bool = True,
-                 normalize: bool = False, shift: bool = True, estimator: str = "lineas",
-                 checkpointing: bool = False, prefix_cache: bool = False, clip: bool = False,
-                 clip_quantiles: Sequence[float] = (0.0, 100.0)) -> None:
+    def __init__(
+        self,
+        backbone: Backbone,
+        sites: str | Sequence[str] = "default",
+        pooling: Pooling = "mean",
+        lr: float = 1e-3,
+        betas: Sequence[float] = (0.9, 0.9),
+        weight_decay: float = 0.0,
+        min_lr_ratio: float = 1e-3,
+        sparsity: Sparsity | None = None,
+        early_exit: bool = True,
+        normalize: bool = False,
+        shift: bool = True,
+        estimator: str = "lineas",
+        checkpointing: bool = False,
+        prefix_cache: bool = False,
+        clip: bool = False,
+        clip_quantiles: Sequence[float] = (0.0, 100.0),
+    ) -> None:
         super().__init__()
         self.backbone = backbone
         self.base = backbone.model.requires_grad_(False).eval()
         self.sites = resolve_sites(self.base, sites if isinstance(sites, str) else list(sites))
-        dims, self.last_site = probe(self.base, self.sites,
-                                     lambda: backbone.forward(backbone.collate(PROBE_PROMPTS)))
+        dims, self.last_site = probe(self.base, self.sites, lambda: backbone.forward(backbone.collate(PROBE_PROMPTS)))
         self.pooling = pooling
         self.lr, self.betas, self.weight_decay, self.min_lr_ratio = lr, tuple(betas), weight_decay, min_lr_ratio
         self.sparsity = sparsity or Sparsity()
@@ -78,29 +92,43 @@ class LinEASModule(L.LightningModule):
         if estimator != "lineas" and estimator not in ESTIMATORS:
             raise ConfigError(f"estimator {estimator!r}: choose lineas, {', '.join(ESTIMATORS)}")
         if clip and estimator == "lineas":
-            raise ConfigError("module.clip applies to the closed-form baselines (estimator=linear_act or "
-                             "mean_shift); LinEAS maps are fitted unclipped")
+            raise ConfigError(
+                "module.clip applies to the closed-form baselines (estimator=linear_act or "
+                "mean_shift); LinEAS maps are fitted unclipped"
+            )
         self.estimator = estimator
         if clip:
             quantile_levels(clip_quantiles)  # refuse bad quantiles before any forward pass
         self.clip_quantiles = tuple(float(q) for q in clip_quantiles) if clip else None
         self.normalize = normalize
-        self.maps = AffineMaps(self.sites, dims, info={
-            "base_model": backbone.spec,
-            "model_type": model_type_of(self.base) or None,
-            "estimator": estimator,
-            "clip_quantiles": list(self.clip_quantiles) if self.clip_quantiles else None,
-            "pooling": pooling,
-            "normalize": normalize,
-            "shift": shift,
-            "loss": "squared 1-D W2 per dimension; mean over dimensions, then over sites",
-            "optimizer": {"name": "adam", "lr": lr, "betas": list(self.betas), "weight_decay": weight_decay,
-                          "schedule": "cosine", "min_lr_ratio": min_lr_ratio},
-            "sparsity": self.sparsity.as_dict(),
-        })
+        self.maps = AffineMaps(
+            self.sites,
+            dims,
+            info={
+                "base_model": backbone.spec,
+                "model_type": model_type_of(self.base) or None,
+                "estimator": estimator,
+                "clip_quantiles": list(self.clip_quantiles) if self.clip_quantiles else None,
+                "pooling": pooling,
+                "normalize": normalize,
+                "shift": shift,
+                "loss": "squared 1-D W2 per dimension; mean over dimensions, then over sites",
+                "optimizer": {
+                    "name": "adam",
+                    "lr": lr,
+                    "betas": list(self.betas),
+                    "weight_decay": weight_decay,
+                    "schedule": "cosine",
+                    "min_lr_ratio": min_lr_ratio,
+                },
+                "sparsity": self.sparsity.as_dict(),
+            },
+        )
         self.maps.beta.requires_grad_(shift)
         # Every rank loads the same frozen weights: DDP need not broadcast or check them.
-        frozen = [f"base.{n}" for n, _ in self.base.named_parameters()] + [f"base.{n}" for n, _ in self.base.named_buffers()]
+        frozen = [f"base.{n}" for n, _ in self.base.named_parameters()] + [
+            f"base.{n}" for n, _ in self.base.named_buffers()
+        ]
         torch.nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(self, frozen)
         self.strict_loading = False  # checkpoints hold the maps, not the frozen base
         self._targets: dict[str, list[torch.Tensor]] = {}
@@ -108,8 +136,9 @@ class LinEASModule(L.LightningModule):
         self._val: list[list[torch.Tensor]] = []
         self._sharded = False
 
-    def _block_plan(self, checkpointing: bool, prefix_cache: bool,
-                    backbone: Backbone) -> tuple[list[str], PrefixCache | None]:
+    def _block_plan(
+        self, checkpointing: bool, prefix_cache: bool, backbone: Backbone
+    ) -> tuple[list[str], PrefixCache | None]:
         """Blocks to checkpoint, and the prefix cache, from where the sites sit in the block stack."""
         if not (checkpointing or prefix_cache):
             return [], None
@@ -117,18 +146,22 @@ class LinEASModule(L.LightningModule):
         where = [stack.block_of(s) for s in self.sites] if stack is not None else [None]
         if None in where:
             outside = [str(s) for s, b in zip(self.sites, where) if b is None] if stack else "all"
-            raise ConfigError(f"checkpointing / prefix_cache need every site inside one block stack "
-                             f"(a ModuleList of layers); sites outside it: {outside}")
+            raise ConfigError(
+                f"checkpointing / prefix_cache need every site inside one block stack "
+                f"(a ModuleList of layers); sites outside it: {outside}"
+            )
         first, last = min(where), stack.block_of(self.last_site)
         blocks = stack.block_names(first, last) if checkpointing else []
         if not prefix_cache:
             return blocks, None
         if first == 0:
-            warnings.warn("prefix_cache: the first site is in block 0, so there is no prefix to cache")
+            warnings.warn("prefix_cache: the first site is in block 0, so there is no prefix to cache", stacklevel=2)
             return blocks, None
         if not {"input_ids", "attention_mask"} <= set(backbone.collate(PROBE_PROMPTS)):
-            raise ConfigError(f"prefix_cache needs token batches (input_ids, attention_mask); "
-                             f"{type(backbone).__name__} does not make them")
+            raise ConfigError(
+                f"prefix_cache needs token batches (input_ids, attention_mask); "
+                f"{type(backbone).__name__} does not make them"
+            )
         return blocks, PrefixCache(stack, first)
 
     def _prefix_of(self, batch: dict[str, Any]) -> ContextManager:
@@ -150,15 +183,21 @@ class LinEASModule(L.LightningModule):
         capture: dict = {}
         checkpoint = self._checkpoint if with_maps and torch.is_grad_enabled() else ()
         stop = self.sites[site] if site is not None else self.last_site if self.early_exit else None
-        with attach(self.base, self.sites, self.maps if with_maps else None, capture,
-                    stop_after=stop, checkpoint=checkpoint), self._prefix_of(batch):
+        with (
+            attach(
+                self.base, self.sites, self.maps if with_maps else None, capture, stop_after=stop, checkpoint=checkpoint
+            ),
+            self._prefix_of(batch),
+        ):
             self.backbone.forward(batch)
         mask = self.backbone.position_mask(batch)
         check_mask(mask)
         return [pool(capture[s], mask, self.pooling) for s in (self.sites if site is None else [self.sites[site]])]
 
     @torch.no_grad()
-    def collect(self, batches: Iterable[dict[str, Any]], with_maps: bool, site: int | None = None) -> list[torch.Tensor]:
+    def collect(
+        self, batches: Iterable[dict[str, Any]], with_maps: bool, site: int | None = None
+    ) -> list[torch.Tensor]:
         """:meth:`pooled` over several batches, concatenated per site."""
         parts = [self.pooled(move_data_to_device(b, self.device), with_maps, site) for b in batches]
         return [torch.cat(p) for p in zip(*parts)]
@@ -208,9 +247,11 @@ class LinEASModule(L.LightningModule):
     def on_fit_start(self) -> None:
         low = {str(p.dtype) for p in self.maps.parameters() if p.dtype != torch.float32}
         if low:
-            raise FitError(f"the maps are {', '.join(low)}, not float32: trainer.precision "
-                            f"{self.trainer.precision!r} casts them. Load the base in low precision with "
-                            "backbone.dtype=bfloat16 and keep trainer.precision=32-true or bf16-mixed")
+            raise FitError(
+                f"the maps are {', '.join(low)}, not float32: trainer.precision "
+                f"{self.trainer.precision!r} casts them. Load the base in low precision with "
+                "backbone.dtype=bfloat16 and keep trainer.precision=32-true or bf16-mixed"
+            )
         self._cache_targets()
         if self.estimator != "lineas":
             fit_incremental_(self.maps, self._collect_fit_site, ESTIMATORS[self.estimator], self.clip_quantiles)
@@ -227,7 +268,8 @@ class LinEASModule(L.LightningModule):
             names = [str(s) for s, b in zip(self.sites, bad.tolist()) if b]
             raise FitError(
                 f"non-finite W2 loss at step {self.global_step} at site(s) {names}: lower the learning "
-                "rate, load the base in float32, or check the prompts; no maps were written")
+                "rate, load the base in float32, or check the prompts; no maps were written"
+            )
         loss = losses.mean()
         self.log("train/loss", loss, prog_bar=True)
         self.log_dict({f"train/w2/{s}": v for s, v in zip(self.sites, losses.detach())})
@@ -253,18 +295,48 @@ class LinEASModule(L.LightningModule):
         self.log_dict({f"val/w2/{s}": v for s, v in zip(self.sites, w2)})
 
     def configure_optimizers(self) -> dict[str, Any]:
-        opt = torch.optim.Adam([p for p in self.maps.parameters() if p.requires_grad], lr=self.lr, betas=self.betas, weight_decay=self.weight_decay)
+        opt = torch.optim.Adam(
+            [p for p in self.maps.parameters() if p.requires_grad],
+            lr=self.lr,
+            betas=self.betas,
+            weight_decay=self.weight_decay,
+        )
         total = max(1, int(self.trainer.estimated_stepping_batches))
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total, eta_min=self.lr * self.min_lr_ratio)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
+    def fit_record(self) -> dict[str, Any]:
+        """What this fit is of: model, sites, estimator, loss settings and data (checked when it is resumed)."""
+        dm = self.trainer.datamodule if self._trainer is not None else None
+        return {
+            "model": self.backbone.spec,
+            "model_type": self.maps.info["model_type"],
+            "sites": [str(s) for s in self.sites],
+            "dims": self.maps.dims,
+            "estimator": self.estimator,
+            "clip_quantiles": self.maps.info["clip_quantiles"],
+            "pooling": self.pooling,
+            "normalize": self.normalize,
+            "shift": self.maps.info["shift"],
+            "sparsity": self.sparsity.as_dict(),
+            "data": dm.fingerprint() if hasattr(dm, "fingerprint") else None,
+            "batch_size": getattr(dm, "batch_size", None),
+        }
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k.startswith("maps.")}
+        checkpoint["lineas"] = self.fit_record()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        missing = {k for k in self.state_dict() if k.startswith("maps.")} - set(checkpoint["state_dict"])
-        if missing:
-            raise ConfigError(f"checkpoint lacks maps parameters {sorted(missing)[:4]}: was it fitted on other sites?")
+        check_fit_record(checkpoint.get("lineas"), self.fit_record(), self.trainer.ckpt_path)
+
+    def on_train_start(self) -> None:
+        lr = replan_cosine(self.lr_schedulers(), max(1, int(self.trainer.estimated_stepping_batches)))
+        if lr is not None:
+            rank_zero_info(
+                f"extending the run to {self.trainer.max_steps} steps: the cosine schedule is re-planned "
+                f"over {self.trainer.max_steps} steps (lr now {lr:.3g} at step {self.global_step})"
+            )
 
     def fitted_maps(self) -> AffineMaps:
         """The maps, with the step count recorded in their info."""

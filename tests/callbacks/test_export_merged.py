@@ -17,10 +17,16 @@ from tests.helpers import compose_cfg
 @pytest.mark.slow
 @pytest.mark.usefixtures("all_threads")  # the real SmolLM2 weights: ~1 min
 def test_default_recipe_export_equals_steered_model(tmp_path):
-    cfg = compose_cfg("recipe=toxicity_smollm2", f"output_dir={tmp_path}", "trainer.max_steps=4",
-                      "trainer.val_check_interval=4", "trainer.enable_progress_bar=false",
-                      "callbacks.evaluate=null", "module.sparsity.l1=0",
-                      r"module.sites=['model\.layers\.(3|11|20|29)\.mlp\.down_proj']")
+    cfg = compose_cfg(
+        "recipe=toxicity_smollm2",
+        f"output_dir={tmp_path}",
+        "trainer.max_steps=4",
+        "trainer.val_check_interval=4",
+        "trainer.enable_progress_bar=false",
+        "callbacks.evaluate=null",
+        "module.sparsity.l1=0",
+        r"module.sites=['model\.layers\.(3|11|20|29)\.mlp\.down_proj']",
+    )
     train(cfg)
     assert json.loads((tmp_path / "merged" / "config.json").read_text())["mlp_bias"] is True
     maps = lineas.load_maps(tmp_path / "maps")
@@ -36,7 +42,8 @@ def test_default_recipe_export_equals_steered_model(tmp_path):
         f"b = torch.load(r'{tmp_path / 'batch.pt'}', weights_only=True)\n"
         "with torch.no_grad(): out = m(**b).logits\n"
         "assert 'lineas' not in sys.modules\n"
-        f"torch.save(out, r'{tmp_path / 'merged_logits.pt'}')\n")
+        f"torch.save(out, r'{tmp_path / 'merged_logits.pt'}')\n"
+    )
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     merged = torch.load(tmp_path / "merged_logits.pt", weights_only=True)

@@ -13,8 +13,12 @@ from lineas.cli.train import train
 from lineas.models.families import PRESETS
 from tests.helpers import compose_cfg, run_cli
 
-HUB = {"gemma2_2b_toxicity": "gemma2", "qwen25_1_5b_toxicity": "qwen2", "qwen25_7b_toxicity": "qwen2",
-       "llama3_8b_toxicity": "llama"}
+HUB = {
+    "gemma2_2b_toxicity": "gemma2",
+    "qwen25_1_5b_toxicity": "qwen2",
+    "qwen25_7b_toxicity": "qwen2",
+    "llama3_8b_toxicity": "llama",
+}
 
 
 @pytest.mark.parametrize("recipe", sorted(HUB))
@@ -27,8 +31,9 @@ def test_hub_recipe(tmp_path, recipe):
     assert (cfg.trainer.strategy == "ddp") == (cfg.trainer.devices > 1)
     # A preset of the family: tests/tasks/test_export.py checks that every preset folds into plain weights.
     assert cfg.module.sites in PRESETS[family]
-    module = lineas.LinEASModule(lineas.CausalLM(f"tiny:{family}"), sites=cfg.module.sites,
-                                 checkpointing=cfg.module.checkpointing)
+    module = lineas.LinEASModule(
+        lineas.CausalLM(f"tiny:{family}"), sites=cfg.module.sites, checkpointing=cfg.module.checkpointing
+    )
     assert len(module.sites) == 4  # one per layer of the tiny model
     assert len(module._checkpoint) == (3 if cfg.module.checkpointing else 0)
 
@@ -48,10 +53,17 @@ def test_smollm2_recipes_are_mergeable_lineas_fits_with_sparsity(tmp_path, recip
 def test_default_recipe_short_fit_lowers_heldout_w2(tmp_path):
     # The default recipe, shortened: 12 steps on the sites of the first 8 layers, no sparsity (the W2
     # fit alone), no export or evaluation.
-    cfg = compose_cfg("recipe=toxicity_smollm2", f"output_dir={tmp_path}", "trainer.max_steps=12",
-                      "trainer.val_check_interval=6", "trainer.enable_progress_bar=false",
-                      "module.sparsity.l1=0", "callbacks.export_merged=null", "callbacks.evaluate=null",
-                      r"module.sites=['model\.layers\.[0-7]\.mlp\.down_proj']")
+    cfg = compose_cfg(
+        "recipe=toxicity_smollm2",
+        f"output_dir={tmp_path}",
+        "trainer.max_steps=12",
+        "trainer.val_check_interval=6",
+        "trainer.enable_progress_bar=false",
+        "module.sparsity.l1=0",
+        "callbacks.export_merged=null",
+        "callbacks.evaluate=null",
+        r"module.sites=['model\.layers\.[0-7]\.mlp\.down_proj']",
+    )
     train(cfg)
     summary = json.loads((tmp_path / "fit_summary.json").read_text())
     mean = summary["heldout_w2"]["mean"]
@@ -69,15 +81,27 @@ def test_tiny_recipe_trains_draws_a_grid_and_exports(recipe, tmp_path, monkeypat
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # tiny models: one thread is far faster on a busy CPU
     (tmp_path / "prompts.txt").write_text("a cat sleeping on a windowsill\na pink elephant in a kitchen\n")
     out = tmp_path / "run"
-    proc = run_cli("lineas.train", f"recipe={recipe}", f"output_dir={out}", "trainer.max_steps=20",
-                   "callbacks.checkpoint=null", "trainer.enable_progress_bar=false")
+    proc = run_cli(
+        "lineas.train",
+        f"recipe={recipe}",
+        f"output_dir={out}",
+        "trainer.max_steps=20",
+        "callbacks.checkpoint=null",
+        "trainer.enable_progress_bar=false",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "lower at" in proc.stdout + proc.stderr
     assert Image.open(out / "grid.png").size == (3 * 34 + 2, 6 * 34 + 2)  # 3 strengths x (3 prompts x 2 seeds)
     assert (out / "merged" / "model_index.json").is_file()
     events = list((out / "tb").glob("events.*"))
     assert events and b"images" in events[0].read_bytes()
-    proc = run_cli("lineas.generate", f"maps={out / 'maps'}", f"prompts={tmp_path / 'prompts.txt'}",
-                   f"image_grid={tmp_path / 'g.png'}", "seeds=[0]", "strengths=[0,1]")
+    proc = run_cli(
+        "lineas.generate",
+        f"maps={out / 'maps'}",
+        f"prompts={tmp_path / 'prompts.txt'}",
+        f"image_grid={tmp_path / 'g.png'}",
+        "seeds=[0]",
+        "strengths=[0,1]",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert Image.open(tmp_path / "g.png").size == (2 * 34 + 2, 2 * 34 + 2)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
@@ -9,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 import lineas
-from lineas.cli.train import train
+from lineas.cli.train import claim_output_dir, train
 from tests.helpers import compose_cfg, run_cli
 
 
@@ -50,8 +51,12 @@ def test_maps_file_records_the_run(tiny_run):
 
 def test_checkpoint_holds_maps_not_base_and_resumes(tmp_path):
     out = tmp_path / "run"
-    base = ["recipe=tiny", f"output_dir={out}", "trainer.enable_progress_bar=false",
-            "callbacks.checkpoint.every_n_train_steps=5"]
+    base = [
+        "recipe=tiny",
+        f"output_dir={out}",
+        "trainer.enable_progress_bar=false",
+        "callbacks.checkpoint.every_n_train_steps=5",
+    ]
     train(compose_cfg(*base, "trainer.max_steps=10"))
     ckpt = out / "checkpoints" / "last.ckpt"
     state = torch.load(ckpt, weights_only=True, map_location="cpu")
@@ -93,8 +98,9 @@ trainer:
 
 
 def test_cli_refuses_multirun_with_ddp(tmp_path):
-    proc = run_cli("lineas.train", "-m", "recipe=tiny", f"output_dir={tmp_path}", "trainer.devices=2",
-                   "trainer.strategy=ddp")
+    proc = run_cli(
+        "lineas.train", "-m", "recipe=tiny", f"output_dir={tmp_path}", "trainer.devices=2", "trainer.strategy=ddp"
+    )
     assert proc.returncode != 0
     assert "multirun" in (proc.stdout + proc.stderr).lower()
     assert not (tmp_path / "0" / "maps").exists()
@@ -121,3 +127,41 @@ def test_cli_missing_prompt_file_names_it(tmp_path):
     proc = run_cli("lineas.train", "recipe=tiny", f"output_dir={tmp_path}", "data.source=missing_toxic.txt")
     assert proc.returncode != 0
     assert "missing_toxic.txt does not exist" in proc.stderr
+
+
+def snapshot(folder):
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_claim_output_dir(tmp_path):
+    run = tmp_path / "run"
+    claim_output_dir([f"output_dir={run}"])  # absent: fine
+    run.mkdir()
+    claim_output_dir([f"output_dir={run}"])  # empty: fine
+    (run / "fit_summary.json").write_text("{}")
+    with pytest.raises(lineas.LineasError, match=r"holds a run already \(fit_summary.json\).*resume=.*overwrite=true"):
+        claim_output_dir([f"output_dir={run}"])
+    claim_output_dir([f"output_dir={run}", f"resume={run}/checkpoints/last.ckpt"])  # continuing: fine
+    assert (run / "fit_summary.json").exists()
+    claim_output_dir([f"output_dir={run}", "overwrite=true"])
+    assert not run.exists()  # replaced: removed before the run writes
+
+
+def test_second_run_into_the_same_folder_is_refused_and_changes_nothing(tmp_path):
+    out = tmp_path / "run"
+    first = run_cli(
+        "lineas.train", "recipe=tiny", "trainer.max_steps=3", f"output_dir={out}", "trainer.enable_progress_bar=false"
+    )
+    assert first.returncode == 0, first.stderr[-2000:]
+    before = snapshot(out)
+    assert "maps/maps.safetensors" in before and "checkpoints/last.ckpt" in before
+    second = run_cli("lineas.train", "recipe=tiny", "trainer.max_steps=5", f"output_dir={out}")
+    assert second.returncode == 2, second.stderr[-2000:]
+    assert [line for line in second.stderr.splitlines() if line.startswith("lineas.")] == [
+        line for line in second.stderr.splitlines() if "holds a run already" in line
+    ]
+    assert snapshot(out) == before  # .hydra/, logs, maps, checkpoints: untouched

@@ -10,8 +10,12 @@ from lineas.core.blocks import find_stack
 from tests.helpers import random_maps
 
 DEEP = [r"model\.layers\.[23]\.mlp\.down_proj", r"model\.layers\.2\.self_attn\.o_proj"]
-PROMPTS = ["I hate this so much, it is awful.", "You are a terrible person.", "Go away",
-           "What a horrible, rotten day it has been from start to end."]
+PROMPTS = [
+    "I hate this so much, it is awful.",
+    "You are a terrible person.",
+    "Go away",
+    "What a horrible, rotten day it has been from start to end.",
+]
 
 
 def make(backbone, **options) -> LinEASModule:
@@ -41,8 +45,9 @@ def test_stack_of_a_decoder(tiny_llama):
     assert [stack.block_of(s) for s in module.sites] == [2, 2, 3]
 
 
-@pytest.mark.parametrize("options", [{"prefix_cache": True}, {"checkpointing": True},
-                                     {"prefix_cache": True, "checkpointing": True}])
+@pytest.mark.parametrize(
+    "options", [{"prefix_cache": True}, {"checkpointing": True}, {"prefix_cache": True, "checkpointing": True}]
+)
 def test_same_loss_and_gradients(tiny_llama, no_hooks_left, options):
     plain, fast = make(tiny_llama), make(tiny_llama, **options)
     no_hooks_left(tiny_llama.model)
@@ -62,8 +67,10 @@ def test_prefix_cache_skips_the_early_blocks(tiny_llama):
     module = make(tiny_llama, prefix_cache=True)
     assert module._prefix.start == 2
     runs = {i: 0 for i in range(4)}
-    handles = [layer.register_forward_pre_hook(lambda m, a, i=i: runs.__setitem__(i, runs[i] + 1))
-               for i, layer in enumerate(tiny_llama.model.model.layers)]
+    handles = [
+        layer.register_forward_pre_hook(lambda m, a, i=i: runs.__setitem__(i, runs[i] + 1))
+        for i, layer in enumerate(tiny_llama.model.model.layers)
+    ]
     try:
         first, second, third = batches(tiny_llama)
         module.pooled(first, with_maps=True)  # fills the cache: every block runs

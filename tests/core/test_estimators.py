@@ -70,8 +70,9 @@ def _numpy_baseline(model, names, source, target, kind):
                 raise _Stop
 
             modules = dict(model.named_modules())
-            handles = [modules[n].register_forward_hook(_numpy_map_hook(*fitted[j], 1.0))
-                       for j, n in enumerate(names[:k])]
+            handles = [
+                modules[n].register_forward_hook(_numpy_map_hook(*fitted[j], 1.0)) for j, n in enumerate(names[:k])
+            ]
             handles.append(modules[name].register_forward_hook(capture))
             try:
                 model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
@@ -97,8 +98,18 @@ def _numpy_baseline(model, names, source, target, kind):
 def test_clipped_baseline_matches_a_numpy_implementation_of_the_official_algorithm(tiny_llama, kind):
     dm = PromptPairDataModule(data_path("toxicity/toxic.txt"), data_path("tiny/polite.txt"), num_fit=16)
     source, target = dm.prompts["source"]["fit"], dm.prompts["target"]["fit"]
-    maps = lineas.fit(tiny_llama, source, target, sites="mlp_out", estimator=kind, clip=True, steps=0,
-                      heldout_fraction=0.0, enable_progress_bar=False, enable_model_summary=False)
+    maps = lineas.fit(
+        tiny_llama,
+        source,
+        target,
+        sites="mlp_out",
+        estimator=kind,
+        clip=True,
+        steps=0,
+        heldout_fraction=0.0,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     assert maps.clipped and maps.info["clip_quantiles"] == [0.0, 100.0]
     model = tiny_llama.model
     names = [s.module for s in maps.sites]
@@ -118,8 +129,10 @@ def test_clipped_baseline_matches_a_numpy_implementation_of_the_official_algorit
         base = model(**batch).logits
         inside = []
         for lam in (0.5, 1.0):
-            handles = [m.register_forward_hook(_numpy_map_hook(*reference[j], lam))
-                       for j, m in enumerate(dict(model.named_modules())[n] for n in names)]
+            handles = [
+                m.register_forward_hook(_numpy_map_hook(*reference[j], lam))
+                for j, m in enumerate(dict(model.named_modules())[n] for n in names)
+            ]
             try:
                 expected = model(**batch).logits
             finally:
@@ -152,9 +165,18 @@ def test_source_bounds_are_quantiles_in_percent(rng):
 
 def test_unclipped_linear_act_merges_and_clip_is_refused_for_lineas(tiny_llama):
     dm = PromptPairDataModule(data_path("toxicity/toxic.txt"), data_path("tiny/polite.txt"), num_fit=16)
-    maps = lineas.fit(tiny_llama, dm.prompts["source"]["fit"], dm.prompts["target"]["fit"], sites="mlp_out",
-                      estimator="linear_act", clip=False, steps=0, heldout_fraction=0.0,
-                      enable_progress_bar=False, enable_model_summary=False)
+    maps = lineas.fit(
+        tiny_llama,
+        dm.prompts["source"]["fit"],
+        dm.prompts["target"]["fit"],
+        sites="mlp_out",
+        estimator="linear_act",
+        clip=False,
+        steps=0,
+        heldout_fraction=0.0,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     assert not maps.clipped and maps.info["clip_quantiles"] is None
     with pytest.raises(ValueError, match="module.clip applies to the closed-form baselines"):
         lineas.LinEASModule(tiny_llama, sites="mlp_out", clip=True)
@@ -165,8 +187,16 @@ def test_unclipped_linear_act_merges_and_clip_is_refused_for_lineas(tiny_llama):
 def test_linear_act_with_the_official_clip_keeps_perplexity_in_its_regime(tmp_path):
     # Without the clip, layer 11's massive first-token activation turns mean pooling into a length
     # signal and the per-token map adds ~+930 to ordinary tokens: perplexity in the thousands.
-    train(compose_cfg("recipe=toxicity_smollm2", "estimator=linear_act", f"output_dir={tmp_path}",
-                      "trainer.enable_progress_bar=false", "callbacks.evaluate=null", "callbacks.export_merged=null"))
+    train(
+        compose_cfg(
+            "recipe=toxicity_smollm2",
+            "estimator=linear_act",
+            f"output_dir={tmp_path}",
+            "trainer.enable_progress_bar=false",
+            "callbacks.evaluate=null",
+            "callbacks.export_merged=null",
+        )
+    )
     maps = lineas.load_maps(tmp_path / "maps")
     assert maps.clipped and len(maps.sites) == 30
     backbone = lineas.CausalLM(maps.info["base_model"])

@@ -155,5 +155,19 @@ def test_first_site_sees_the_mapped_base_output_on_tiny_llama(tiny_llama, source
     w, b = maps.omega[0].detach(), maps.beta[0].detach()
     torch.testing.assert_close(steered[sites[0]], base[sites[0]] * w + b)
     for s in sites[1:]:  # downstream sites do see the upstream maps
-        assert not torch.allclose(steered[s], base[s] * maps.omega[sites.index(s)].detach()
-                                  + maps.beta[sites.index(s)].detach())
+        assert not torch.allclose(
+            steered[s], base[s] * maps.omega[sites.index(s)].detach() + maps.beta[sites.index(s)].detach()
+        )
+
+
+class MaybePair(nn.Module):
+    def forward(self, x):
+        return x, None  # like a self-attention layer that does not return its weights
+
+
+@pytest.mark.parametrize(("index", "what"), [(1, "holds NoneType at item 1"), (5, "has no item 5")])
+def test_a_tuple_item_that_is_not_a_tensor_names_the_tensor_items(index, what):
+    net = nn.Sequential(MaybePair())
+    with pytest.raises(SiteError, match=rf"{what}; its tensor items are \[0\]: write '0:k'"):
+        with lineas.attach(net, [Site("0", index)], capture={}):
+            net(torch.randn(2, 3))

@@ -27,7 +27,7 @@ def w2_lp(x: np.ndarray, y: np.ndarray) -> float:
     cost = (x[:, None] - y[None, :]) ** 2
     a_eq = np.zeros((n + m, n * m))
     for i in range(n):
-        a_eq[i, i * m:(i + 1) * m] = 1.0  # row sums
+        a_eq[i, i * m : (i + 1) * m] = 1.0  # row sums
     for j in range(m):
         a_eq[n + j, j::m] = 1.0  # column sums
     b_eq = np.concatenate([np.full(n, 1.0 / n), np.full(m, 1.0 / m)])
@@ -213,8 +213,9 @@ def test_pool_without_mask():
 def test_pool_4d_pools_over_space_channel_wise():
     b, c, h, w = 2, 3, 4, 5
     x = torch.randn(b, c, h, w)
-    mean_ref = torch.tensor([[x[i, k].double().sum().item() / (h * w) for k in range(c)] for i in range(b)],
-                            dtype=torch.float64)
+    mean_ref = torch.tensor(
+        [[x[i, k].double().sum().item() / (h * w) for k in range(c)] for i in range(b)], dtype=torch.float64
+    )
     # A (B, T) mask makes no sense for a feature map: it is ignored.
     for mask in (None, torch.zeros(b, 7, dtype=torch.bool)):
         torch.testing.assert_close(pool(x, mask, "mean").double(), mean_ref, rtol=1e-6, atol=1e-6)

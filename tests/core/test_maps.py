@@ -81,9 +81,13 @@ def test_strength_inside_unit_interval_does_not_warn(recwarn):
 # --- save / load ------------------------------------------------------------------------------
 def test_save_load_round_trip_is_exact(tmp_path):
     sites = ["model.layers.0.mlp.down_proj", "blocks.3:1", "unet.mid.norm"]
-    info = {"base_model": "tiny:llama", "pooling": "mean", "steps": 12,
-            "sparsity": {"l1": 0.1, "group": 0.0, "beta_scale": 1.0, "eps": 1e-4},
-            "nested": {"list": [1, 2.5, "x"], "none": None}}
+    info = {
+        "base_model": "tiny:llama",
+        "pooling": "mean",
+        "steps": 12,
+        "sparsity": {"l1": 0.1, "group": 0.0, "beta_scale": 1.0, "eps": 1e-4},
+        "nested": {"list": [1, 2.5, "x"], "none": None},
+    }
     maps = random_maps(AffineMaps(sites, [7, 3, 11], strength=0.35, info=info), scale=1.0)
     out = maps.save(tmp_path / "maps")
     assert out == tmp_path / "maps"
@@ -168,8 +172,11 @@ def test_load_refuses_non_finite_maps_naming_the_site(tmp_path):
 
 
 # --- on the tiny Llama ------------------------------------------------------------------------
-SITES = [r"model\.layers\.\d+\.mlp\.down_proj", r"model\.layers\.[13]\.input_layernorm",
-         r"model\.layers\.2\.self_attn\.o_proj"]
+SITES = [
+    r"model\.layers\.\d+\.mlp\.down_proj",
+    r"model\.layers\.[13]\.input_layernorm",
+    r"model\.layers\.2\.self_attn\.o_proj",
+]
 
 
 def test_strength_zero_is_the_base_model_on_tiny_llama(tiny_llama, source_batch, no_hooks_left):
@@ -227,3 +234,11 @@ def test_bounds_round_trip(tmp_path):
     assert json.loads((tmp_path / "m" / "lineas.json").read_text())["clipped"] is True
     back = load_maps(tmp_path / "m")
     assert back.clipped and all(torch.equal(a, b) for a, b in zip(back.bounds[0], maps.bounds[0]))
+
+
+def test_maps_of_another_width_are_refused_when_applied_naming_the_site():
+    net = nn.Sequential(nn.Linear(3, 5))
+    maps = AffineMaps(["0"], [4])
+    with pytest.raises(MapsFileError, match=r"site 0: the maps have 4 dims but the module outputs 5"):
+        with maps.apply(net):
+            net(torch.randn(2, 3))

@@ -79,10 +79,14 @@ def merged_copy(model: Toy, maps: AffineMaps, rules: FoldRules, lam: float, x: t
 
 
 # --- Linear, Conv1D, Conv2d: W' = diag(w) W, c' = w*c + b -----------------------------------------------
-@pytest.mark.parametrize("lam,weight,bias", [
-    (1.0, [[0.2, 0.4, 0.6], [0.2, 0.25, 0.3]], [1.25, -1.25]),
-    (0.5, [[0.15, 0.3, 0.45], [0.3, 0.375, 0.45]], [0.875, -0.875]),
-], ids=["1.0", "0.5"])
+@pytest.mark.parametrize(
+    "lam,weight,bias",
+    [
+        (1.0, [[0.2, 0.4, 0.6], [0.2, 0.25, 0.3]], [1.25, -1.25]),
+        (0.5, [[0.15, 0.3, 0.45], [0.3, 0.375, 0.45]], [0.875, -0.875]),
+    ],
+    ids=["1.0", "0.5"],
+)
 def test_linear_scales_its_rows_and_takes_the_shift_in_its_bias(lam, weight, bias):
     # omega = (2, 0.5), beta = (0.25, -1); at 0.5: w = (1.5, 0.75), b = (0.125, -0.5)
     proj = nn.Linear(3, 2)

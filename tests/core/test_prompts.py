@@ -28,15 +28,27 @@ def test_missing_prompt_file(tmp_path):
         read_prompts(tmp_path / "nope.txt")
 
 
-@pytest.mark.parametrize("name,text,match", [
-    ("empty.txt", "\n  \n", "holds no prompts"),
-    ("rows.jsonl", '{"prompt": "a"}\n', "no field 'text'"),
-    ("bad.jsonl", '{"text": "a"}\nnot json\n', r"bad.jsonl:2: not valid JSON"),
-    ("table.csv", "sentence\nhello\n", "no column 'text'"),
-    ("data.parquet", "x", "unknown prompt file type"),
-])
+@pytest.mark.parametrize(
+    "name,text,match",
+    [
+        ("empty.txt", "\n  \n", "holds no prompts"),
+        ("rows.jsonl", '{"prompt": "a"}\n', "no field 'text'"),
+        ("bad.jsonl", '{"text": "a"}\nnot json\n', r"bad.jsonl:2: not valid JSON"),
+        ("table.csv", "sentence\nhello\n", "no column 'text'"),
+        ("data.parquet", "x", "unknown prompt file type"),
+    ],
+)
 def test_bad_prompt_files(tmp_path, name, text, match):
     path = tmp_path / name
     path.write_text(text)
     with pytest.raises(PromptFileError, match=match):
         read_prompts(path)
+
+
+def test_binary_prompt_file_is_one_short_error_naming_it(tmp_path):
+    path = tmp_path / "prompts.txt"
+    path.write_bytes(bytes(range(256)) * 16)  # 4 KB, not UTF-8
+    with pytest.raises(PromptFileError) as err:
+        read_prompts(path)
+    message = str(err.value)
+    assert str(path) in message and "not UTF-8" in message and len(message) < 300

@@ -10,10 +10,21 @@ from lineas.core.sites import match_sites
 
 def test_match_sites_orders_by_definition_and_dedups(tiny_llama):
     model = tiny_llama.model
-    got = match_sites(model, [r"model\.layers\.1\.self_attn\.o_proj", r"model\.layers\.0\.mlp\.down_proj",
-                              r"model\.layers\.[01]\.mlp\.down_proj", r"model\.layers\.0\.input_layernorm:0"])
-    assert got == [Site("model.layers.0.mlp.down_proj"), Site("model.layers.0.input_layernorm", 0),
-                   Site("model.layers.1.self_attn.o_proj"), Site("model.layers.1.mlp.down_proj")]
+    got = match_sites(
+        model,
+        [
+            r"model\.layers\.1\.self_attn\.o_proj",
+            r"model\.layers\.0\.mlp\.down_proj",
+            r"model\.layers\.[01]\.mlp\.down_proj",
+            r"model\.layers\.0\.input_layernorm:0",
+        ],
+    )
+    assert got == [
+        Site("model.layers.0.mlp.down_proj"),
+        Site("model.layers.0.input_layernorm", 0),
+        Site("model.layers.1.self_attn.o_proj"),
+        Site("model.layers.1.mlp.down_proj"),
+    ]
     # full match: a prefix does not match
     with pytest.raises(SiteError):
         match_sites(model, [r"model\.layers\.0\.mlp\.down"])

@@ -46,9 +46,19 @@ def test_diagonal_metric_prox_is_the_minimiser(rng, l1, group):
     u = torch.from_numpy(u_np.copy())
     prox_l1_group_(u, torch.from_numpy(tau_np), l1, group)
     x = u.numpy()
-    best = min((minimize(prox_objective, start, args=(u_np, tau_np, l1, group), method="Powell",
-                         options={"xtol": 1e-10, "ftol": 1e-14, "maxfev": 200000})
-                for start in (u_np, np.zeros(12), x + 1e-3)), key=lambda r: r.fun)
+    best = min(
+        (
+            minimize(
+                prox_objective,
+                start,
+                args=(u_np, tau_np, l1, group),
+                method="Powell",
+                options={"xtol": 1e-10, "ftol": 1e-14, "maxfev": 200000},
+            )
+            for start in (u_np, np.zeros(12), x + 1e-3)
+        ),
+        key=lambda r: r.fun,
+    )
     assert prox_objective(x, u_np, tau_np, l1, group) <= best.fun + 1e-9
     # Optimality, coordinate by coordinate (the subgradient conditions).
     nz = x != 0
@@ -95,8 +105,9 @@ def test_step_sizes_are_adams_preconditioner_and_sgds_lr():
     assert step_sizes(sgd, p) is None  # not optimised by it
 
 
-def _fit_quadratic(a: torch.Tensor, c: torch.Tensor, d: torch.Tensor, sparsity: Sparsity,
-                   steps: int = 3000, lr: float = 3e-2) -> AffineMaps:
+def _fit_quadratic(
+    a: torch.Tensor, c: torch.Tensor, d: torch.Tensor, sparsity: Sparsity, steps: int = 3000, lr: float = 3e-2
+) -> AffineMaps:
     """Adam + prox on ``0.5*sum a*(omega-1-c)**2 + 0.5*sum a*(beta-d)**2`` with cosine decay, as the module."""
     maps = AffineMaps(["s"], [a.numel()])
     opt = torch.optim.Adam(maps.parameters(), lr=lr, betas=(0.9, 0.9))
@@ -205,7 +216,11 @@ def test_inactive_sparsity_leaves_maps_untouched(rng):
         assert torch.equal(v, before[k])
     assert Sparsity(l1=1e-3).active and Sparsity(group=1e-3).active
     assert Sparsity(l1=0.1, group=0.2, beta_scale=0.5, eps=1e-4).as_dict() == {
-        "l1": 0.1, "group": 0.2, "beta_scale": 0.5, "eps": 1e-4}
+        "l1": 0.1,
+        "group": 0.2,
+        "beta_scale": 0.5,
+        "eps": 1e-4,
+    }
     with pytest.raises(ValueError, match="must be >= 0"):
         Sparsity(l1=-1.0)
 

@@ -27,8 +27,13 @@ def test_perplexity_matches_direct_nll_and_ignores_padding(tiny_llama):
 
 def test_perplexity_standard_error_against_a_bootstrap_free_delta_method(tiny_llama):
     model, tok = tiny_llama.model, tiny_llama.tokenizer
-    texts = ["The river flows through the old town.", "Birds sing.", "A quiet morning in the hills.",
-             "Trains leave every hour from the central station.", "She read the letter twice."]
+    texts = [
+        "The river flows through the old town.",
+        "Birds sing.",
+        "A quiet morning in the hills.",
+        "Trains leave every hour from the central station.",
+        "She read the letter twice.",
+    ]
     nll, count = [], []
     with torch.no_grad():
         for text in texts:

@@ -37,6 +37,7 @@ REFERENCE_TOXIC = {"Thank you for your help": 0.03, "You are a stupid idiot": 0.
 
 # --------------------------------------------------------------------------- the independent numpy reference
 
+
 @pytest.fixture(scope="module")
 def keras_tokenizer():
     with open(MODEL_DIR / "tokenizer.pickle", "rb") as f:
@@ -49,8 +50,13 @@ def h5_weights():
 
     with h5py.File(MODEL_DIR / "model.weights.h5", "r") as f:
         out = {}
-        f.visititems(lambda name, obj: out.__setitem__(name, obj[()].astype(np.float64))
-                     if isinstance(obj, h5py.Dataset) and name.startswith("layers/") else None)
+        f.visititems(
+            lambda name, obj: (
+                out.__setitem__(name, obj[()].astype(np.float64))
+                if isinstance(obj, h5py.Dataset) and name.startswith("layers/")
+                else None
+            )
+        )
     return out
 
 
@@ -68,7 +74,7 @@ def _np_sequences(tok: dict, texts: list[str], maxlen: int = 100) -> np.ndarray:
                 seq.append(i)
         seq = seq[-maxlen:]
         if seq:
-            out[row, maxlen - len(seq):] = seq
+            out[row, maxlen - len(seq) :] = seq
     return out
 
 
@@ -84,7 +90,7 @@ def _np_lstm(x: np.ndarray, kernel, recurrent, bias) -> np.ndarray:
     hs = []
     for t in range(steps):
         z = x[:, t] @ kernel + h @ recurrent + bias
-        i, f, g, o = (z[:, k * units:(k + 1) * units] for k in range(4))
+        i, f, g, o = (z[:, k * units : (k + 1) * units] for k in range(4))
         c = _np_sigmoid(f) * c + _np_sigmoid(i) * np.tanh(g)
         h = _np_sigmoid(o) * np.tanh(c)
         hs.append(h)
@@ -102,6 +108,7 @@ def _np_model(w: dict, ids: np.ndarray) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- (a) port == reference
+
 
 def test_encoder_matches_keras_preprocessing(keras_tokenizer):
     assert keras_tokenizer["word_index"][RARE] >= keras_tokenizer["num_words"]  # the cap is exercised
@@ -124,6 +131,7 @@ def test_port_reproduces_numpy_reference(keras_tokenizer, h5_weights):
 
 # --------------------------------------------------------------------------- (b) checked reference scores
 
+
 def test_reference_sentences():
     probs = score(list(REFERENCE_TOXIC))[:, LABELS.index("toxic")]
     for (text, ref), p in zip(REFERENCE_TOXIC.items(), probs.tolist()):
@@ -131,6 +139,7 @@ def test_reference_sentences():
 
 
 # --------------------------------------------------------------------------- (c) the unpickler
+
 
 class _Evil:
     def __init__(self, marker):
@@ -145,11 +154,14 @@ class _EvalEvil:
         return eval, ("__import__('os').getpid()",)
 
 
-@pytest.mark.parametrize("make", [
-    lambda marker: pickle.dumps(_Evil(marker)),
-    lambda marker: pickle.dumps({"word_index": {"a": 1}, "x": _Evil(marker)}, protocol=2),
-    lambda marker: pickle.dumps([_EvalEvil()], protocol=0),
-])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda marker: pickle.dumps(_Evil(marker)),
+        lambda marker: pickle.dumps({"word_index": {"a": 1}, "x": _Evil(marker)}, protocol=2),
+        lambda marker: pickle.dumps([_EvalEvil()], protocol=0),
+    ],
+)
 def test_unpickler_refuses_other_globals(tmp_path, make):
     marker = tmp_path / "pwned"
     data = make(marker)
@@ -185,6 +197,7 @@ def test_vocab_is_converted_once_to_json(tmp_path, monkeypatch):
 
 
 # --------------------------------------------------------------------------- (d) the metric
+
 
 def test_metric_batches_and_threshold():
     texts = list(REFERENCE_TOXIC)  # toxic ~0.03, ~0.997, ~0.77

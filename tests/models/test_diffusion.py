@@ -25,9 +25,19 @@ FIT_SITES = {
 
 def test_fitting_cuts_heldout_w2_at_every_site(tiny_pipe, tmp_path):
     family = tiny_pipe.spec.removeprefix("tiny:")
-    lineas.fit(tiny_pipe, data_path("t2i/plain.txt"), data_path("t2i/anime.txt"), sites=FIT_SITES[family], steps=60,
-               lr=3e-2, batch_size=16, num_fit=32, output_dir=tmp_path, enable_progress_bar=False,
-               enable_model_summary=False)
+    lineas.fit(
+        tiny_pipe,
+        data_path("t2i/plain.txt"),
+        data_path("t2i/anime.txt"),
+        sites=FIT_SITES[family],
+        steps=60,
+        lr=3e-2,
+        batch_size=16,
+        num_fit=32,
+        output_dir=tmp_path,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     summary = json.loads((tmp_path / "fit_summary.json").read_text())["heldout_w2"]
     w2 = summary["sites"]
     kinds = {s.split(".")[0] for s in w2}

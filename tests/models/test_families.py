@@ -20,7 +20,8 @@ def test_resolve_mlp_out_preset_on_tiny_llama(tiny_llama):
     assert resolve_sites(model, "default") == MLP_OUT
     assert resolve_sites(model, [r"model\.layers\.\d+\.mlp\.down_proj"]) == MLP_OUT
     assert [s.module for s in resolve_sites(model, "attn_in")] == [
-        f"model.layers.{i}.input_layernorm" for i in range(4)]
+        f"model.layers.{i}.input_layernorm" for i in range(4)
+    ]
 
 
 class _FakeConfig:
@@ -52,3 +53,8 @@ def test_unknown_preset_name_for_a_known_family_raises():
         preset("qwen2", "mlp_out")
     assert preset("llama") == lineas.PRESETS["llama"]["mlp_out"]
     assert preset("qwen2") == lineas.PRESETS["qwen2"]["attn_in"]
+
+
+def test_a_word_that_is_no_preset_lists_the_presets(tiny_llama):
+    with pytest.raises(SiteError, match=r"'mlp_outt' is neither a preset of llama \(presets: \['attn_in', 'attn_out'"):
+        resolve_sites(tiny_llama.model, "mlp_outt")

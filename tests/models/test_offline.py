@@ -18,8 +18,7 @@ def test_converted_folder_reproduces_the_gguf_model():
     ref = AutoModelForCausalLM.from_pretrained(_gguf_dir(), gguf_file=GGUF_FILE, dtype=torch.float32)
     ours = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
     tok = AutoTokenizer.from_pretrained(folder)
-    batch = tok(["You are such an idiot.", "The weather is lovely today, isn't it?"], padding=True,
-                return_tensors="pt")
+    batch = tok(["You are such an idiot.", "The weather is lovely today, isn't it?"], padding=True, return_tensors="pt")
     with torch.no_grad():
         a = ref(**batch).logits
         b = ours(**batch).logits

@@ -15,10 +15,19 @@ from tests.helpers import compose_cfg, run_cli
 
 
 def test_evaluate_cli_writes_metrics_plot_and_tensorboard(tmp_path):
-    train(compose_cfg("recipe=tiny", f"output_dir={tmp_path}", "trainer.max_steps=5",
-                      "trainer.enable_progress_bar=false"))
-    proc = run_cli("lineas.evaluate", f"maps={tmp_path / 'maps'}", "strengths=[0,1]", "num_prompts=6",
-                   "num_perplexity_texts=5", "sampling.max_new_tokens=6", "progress=false", "threads=1")
+    train(
+        compose_cfg("recipe=tiny", f"output_dir={tmp_path}", "trainer.max_steps=5", "trainer.enable_progress_bar=false")
+    )
+    proc = run_cli(
+        "lineas.evaluate",
+        f"maps={tmp_path / 'maps'}",
+        "strengths=[0,1]",
+        "num_prompts=6",
+        "num_perplexity_texts=5",
+        "sampling.max_new_tokens=6",
+        "progress=false",
+        "threads=1",
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = tmp_path / "eval"
     record = json.loads((out / "metrics.json").read_text())

@@ -24,8 +24,11 @@ from tests.helpers import T2I_MERGE_SITES, T2I_PROMPTS, T2I_SEEDS, clipped_maps,
 
 PROMPTS = ["Hello there, how are you today?", "Shut up", "The weather is lovely and the sun is out."]
 SCALE_ONLY = {"mistral", "phi3"}  # no bias flags in transformers: maps fitted with shift=false
-CASES = [(family, preset) for family in ("llama", "gpt2", "qwen2", "gemma2", "mistral", "phi3")
-         for preset in sorted(PRESETS[family])]
+CASES = [
+    (family, preset)
+    for family in ("llama", "gpt2", "qwen2", "gemma2", "mistral", "phi3")
+    for preset in sorted(PRESETS[family])
+]
 STRENGTHS = (0.5, 1.0)
 PIXEL_TOL = 1e-4  # images in [0, 1], float32 throughout: folding reorders a few float operations
 
@@ -48,8 +51,17 @@ def exported(tmp_path_factory):
                 steered = backbone.model(**batch).logits
             folder = root / f"{family}-{preset}-{lam}"
             export(maps, folder, strength=lam)
-            cases.append({"family": family, "preset": preset, "strength": lam, "folder": str(folder),
-                          "steered": steered, "base": base, "batch": batch})
+            cases.append(
+                {
+                    "family": family,
+                    "preset": preset,
+                    "strength": lam,
+                    "folder": str(folder),
+                    "steered": steered,
+                    "base": base,
+                    "batch": batch,
+                }
+            )
     return root, cases
 
 
@@ -92,8 +104,13 @@ def test_export_writes_a_complete_folder(exported):
     _, cases = exported
     folder = cases[0]["folder"]
     names = {p.name for p in Path(folder).iterdir()}
-    assert {"config.json", "model.safetensors", "generation_config.json", "tokenizer.json",
-            "lineas_merge.json"} <= names
+    assert {
+        "config.json",
+        "model.safetensors",
+        "generation_config.json",
+        "tokenizer.json",
+        "lineas_merge.json",
+    } <= names
     config = json.loads((Path(folder) / "config.json").read_text())
     record = json.loads((Path(folder) / "lineas_merge.json").read_text())
     assert config["model_type"] == "llama" and record["strength"] == cases[0]["strength"]
@@ -123,6 +140,31 @@ def test_export_cli(tmp_path):
     assert proc.returncode != 0 and "overwrite=true" in proc.stderr
 
 
+def test_export_warns_outside_the_unit_interval_and_writes_files_by_the_umask(tmp_path):
+    backbone = lineas.CausalLM("tiny:llama")
+    maps = random_maps_for(backbone, "mlp_out", scale=0.3)
+    old = os.umask(0o022)
+    try:
+        with pytest.warns(UserWarning, match="strength 2.0 is outside"):
+            export(maps, tmp_path / "out", strength=2.0)
+    finally:
+        os.umask(old)
+    assert {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "out").iterdir()}["model.safetensors"] == 0o644
+
+
+def test_export_of_non_finite_maps_is_one_line_naming_file_and_site(tmp_path):
+    backbone = lineas.CausalLM("tiny:llama")
+    maps = random_maps_for(backbone, "mlp_out", scale=0.3)
+    with torch.no_grad():
+        maps.beta[2][7] = float("nan")
+    maps.save(tmp_path / "maps")
+    proc = run_cli("lineas.export", f"maps={tmp_path / 'maps'}", f"output_dir={tmp_path / 'out'}")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("lineas.")]
+    assert len(lines) == 1 and "maps.safetensors: model.layers.2.mlp.down_proj.beta holds non-finite" in lines[0]
+    assert not (tmp_path / "out").exists()
+
+
 def test_clipped_maps_refuse_to_export(tmp_path):
     clipped_maps().save(tmp_path / "m")
     with pytest.raises(MergeError, match=r"clipped.*module.clip=false"):
@@ -145,12 +187,12 @@ def test_merged_pipeline_in_plain_diffusers_matches_live_maps(tiny_pipe, tmp_pat
         import sys, torch
         from diffusers import DiffusionPipeline
         from safetensors.numpy import save_file
-        pipe = DiffusionPipeline.from_pretrained({str(tmp_path / 'merged')!r})
+        pipe = DiffusionPipeline.from_pretrained({str(tmp_path / "merged")!r})
         prompts = [p for p in {T2I_PROMPTS!r} for _ in {T2I_SEEDS!r}]
         gens = [torch.Generator().manual_seed(s) for _ in {T2I_PROMPTS!r} for s in {T2I_SEEDS!r}]
         images = pipe(prompts, generator=gens, output_type="np", **{tiny_pipe.call_kwargs!r}).images
         assert not any(m.startswith("lineas") for m in sys.modules), "lineas was imported"
-        save_file({{"images": images.copy(order="C")}}, {str(tmp_path / 'images.safetensors')!r})
+        save_file({{"images": images.copy(order="C")}}, {str(tmp_path / "images.safetensors")!r})
     """)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, env=env)

@@ -33,8 +33,13 @@ def setup(tmp_path_factory):
     sites = lineas.resolve_sites(model, "mlp_out")
     enc = tokenizer(PROMPTS, return_tensors="pt", padding=True)
     dims, _ = probe(model, sites, lambda: model(**enc))
-    maps = random_maps(sites, dims, scale=0.3, generator=torch.Generator().manual_seed(0),
-                       info={"base_model": SPEC, "model_type": model.config.model_type})
+    maps = random_maps(
+        sites,
+        dims,
+        scale=0.3,
+        generator=torch.Generator().manual_seed(0),
+        info={"base_model": SPEC, "model_type": model.config.model_type},
+    )
     maps.save(root / "maps")
     export(maps, root / "merged", strength=1.0)
     merged = AutoModelForCausalLM.from_pretrained(root / "merged", dtype=torch.float32).eval()
@@ -50,9 +55,15 @@ def greedy_ids(model, tokenizer, maps=None, strength=None, **kwargs) -> torch.Te
         tokenizer.padding_side = saved
     steer = maps.apply(model, strength=strength) if maps is not None else nullcontext()
     with steer, torch.no_grad():
-        ids = model.generate(**enc, do_sample=False, max_new_tokens=NEW, min_new_tokens=NEW,
-                             pad_token_id=tokenizer.pad_token_id, **kwargs)
-    return ids[:, enc["input_ids"].shape[1]:]
+        ids = model.generate(
+            **enc,
+            do_sample=False,
+            max_new_tokens=NEW,
+            min_new_tokens=NEW,
+            pad_token_id=tokenizer.pad_token_id,
+            **kwargs,
+        )
+    return ids[:, enc["input_ids"].shape[1] :]
 
 
 def test_live_maps_generate_what_the_merged_checkpoint_generates(setup):
@@ -94,9 +105,10 @@ def test_strength_zero_samples_what_the_base_model_samples(setup):
     finally:
         tok.padding_side = "right"
     torch.manual_seed(123)
-    ids = model.generate(**enc, do_sample=True, temperature=0.7, top_p=0.9, max_new_tokens=NEW,
-                         pad_token_id=tok.pad_token_id)
-    assert at_zero == tok.batch_decode(ids[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+    ids = model.generate(
+        **enc, do_sample=True, temperature=0.7, top_p=0.9, max_new_tokens=NEW, pad_token_id=tok.pad_token_id
+    )
+    assert at_zero == tok.batch_decode(ids[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
     # The seed matters (the comparison above is not vacuous).
     other = generate(model, tok, PROMPTS, seed=124, **kw)
     assert [r["continuation"] for r in other] != at_zero
@@ -107,9 +119,18 @@ def test_cli_end_to_end(setup, tmp_path):
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("\n".join(PROMPTS) + "\n")
     out, tb = tmp_path / "gen.jsonl", tmp_path / "tb"
-    proc = run_cli("lineas.generate", f"maps={root / 'maps'}", f"prompts={prompts}", "strengths=[0,0.5,1]",
-                   "sampling.max_new_tokens=6", "sampling.batch_size=2", f"output={out}", f"tb_dir={tb}",
-                   "progress=false", "threads=1")
+    proc = run_cli(
+        "lineas.generate",
+        f"maps={root / 'maps'}",
+        f"prompts={prompts}",
+        "strengths=[0,0.5,1]",
+        "sampling.max_new_tokens=6",
+        "sampling.batch_size=2",
+        f"output={out}",
+        f"tb_dir={tb}",
+        "progress=false",
+        "threads=1",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(rows) == len(PROMPTS) * 3
@@ -127,19 +148,34 @@ def test_model_route_on_a_merged_checkpoint(setup, tmp_path, capsys):
     prompts.write_text("".join(json.dumps({"text": p}) + "\n" for p in PROMPTS))
     register()
     with initialize_config_module("lineas.conf", version_base="1.3"):
-        cfg = compose("generate", overrides=[f"model={root / 'merged'}", f"prompts={prompts}",
-                                             "sampling.do_sample=false", f"sampling.max_new_tokens={NEW}",
-                                             f"output={tmp_path / 'g.jsonl'}", "progress=false"])
+        cfg = compose(
+            "generate",
+            overrides=[
+                f"model={root / 'merged'}",
+                f"prompts={prompts}",
+                "sampling.do_sample=false",
+                f"sampling.max_new_tokens={NEW}",
+                f"output={tmp_path / 'g.jsonl'}",
+                "progress=false",
+            ],
+        )
     rows = run(typed(cfg))
     assert [r["column"] for r in rows] == ["merged"] * len(PROMPTS) and rows[0]["strength"] == 1.0
-    live = generate(setup["model"], tok, PROMPTS, maps=setup["maps"], strengths=(1.0,), do_sample=False,
-                    max_new_tokens=NEW, progress=False)
+    live = generate(
+        setup["model"],
+        tok,
+        PROMPTS,
+        maps=setup["maps"],
+        strengths=(1.0,),
+        do_sample=False,
+        max_new_tokens=NEW,
+        progress=False,
+    )
     assert [r["continuation"] for r in rows] == [r["continuation"] for r in live]
     assert "merged |" in capsys.readouterr().out
     chat = format_prompts(tok, PROMPTS[:1], chat_template=True)[0]
     assert PROMPTS[0] in chat and chat.rstrip().endswith("<|im_start|>assistant")
     with initialize_config_module("lineas.conf", version_base="1.3"):
-        cfg = compose("generate", overrides=[f"maps={root / 'maps'}", f"model={root / 'merged'}",
-                                             f"prompts={prompts}"])
+        cfg = compose("generate", overrides=[f"maps={root / 'maps'}", f"model={root / 'merged'}", f"prompts={prompts}"])
     with pytest.raises(lineas.ConfigError, match="already in its weights"):
         run(typed(cfg))

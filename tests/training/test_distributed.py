@@ -18,9 +18,15 @@ TWO_RANKS = ("trainer.accelerator=cpu", "trainer.devices=2")
 def fit(out, *extra: str) -> tuple[lineas.AffineMaps, dict[str, torch.Tensor], str]:
     """The maps after 3 steps, the gradients of the first step and the run's stdout."""
     grads = out / "grads.safetensors"
-    proc = run_cli("lineas.train", "recipe=tiny", f"output_dir={out}", "trainer.enable_progress_bar=false",
-                   "trainer.max_steps=3",
-                   f'+callbacks.grads={{_target_:tests.helpers.SaveFirstGradients,path:"{grads}"}}', *extra)
+    proc = run_cli(
+        "lineas.train",
+        "recipe=tiny",
+        f"output_dir={out}",
+        "trainer.enable_progress_bar=false",
+        "trainer.max_steps=3",
+        f'+callbacks.grads={{_target_:tests.helpers.SaveFirstGradients,path:"{grads}"}}',
+        *extra,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return lineas.load_maps(out / "maps"), safetensors.torch.load_file(grads), proc.stdout
 
@@ -52,8 +58,9 @@ def one_process(tmp_path_factory):
 
     def get(pooling: str = "mean") -> tuple[lineas.AffineMaps, dict[str, torch.Tensor], str]:
         if pooling not in runs:
-            runs[pooling] = fit(tmp_path_factory.mktemp(f"one_{pooling}"), "data.batch_size=32", LR,
-                                f"module.pooling={pooling}")
+            runs[pooling] = fit(
+                tmp_path_factory.mktemp(f"one_{pooling}"), "data.batch_size=32", LR, f"module.pooling={pooling}"
+            )
         return runs[pooling]
 
     return get
@@ -64,8 +71,9 @@ def one_process(tmp_path_factory):
 def test_ddp_equals_one_process_on_the_global_batch(tmp_path, one_process, pooling):
     # Two ranks take 16 of the 32 prompts each.
     single, single_grads, _ = one_process(pooling)
-    ddp, ddp_grads, _ = fit(tmp_path / "two", "data.batch_size=16", LR, f"module.pooling={pooling}", *TWO_RANKS,
-                            "trainer.strategy=ddp")
+    ddp, ddp_grads, _ = fit(
+        tmp_path / "two", "data.batch_size=16", LR, f"module.pooling={pooling}", *TWO_RANKS, "trainer.strategy=ddp"
+    )
     moved = max((w - 1).abs().max().item() for w in single.omega)
     assert moved > 1e-3  # the maps really moved
     assert max_diff(single, ddp) <= 1e-5
@@ -83,8 +91,13 @@ def test_half_batch_without_gather_would_differ(tmp_path, one_process):
 
 def test_fsdp2_shards_the_base_and_fits_the_same_maps(tmp_path, one_process):
     single, single_grads, _ = one_process()
-    fsdp, fsdp_grads, stdout = fit(tmp_path / "two", "data.batch_size=16", LR, *TWO_RANKS,
-                                   "trainer.strategy={_target_:lightning.pytorch.strategies.ModelParallelStrategy}")
+    fsdp, fsdp_grads, stdout = fit(
+        tmp_path / "two",
+        "data.batch_size=16",
+        LR,
+        *TWO_RANKS,
+        "trainer.strategy={_target_:lightning.pytorch.strategies.ModelParallelStrategy}",
+    )
     assert "FSDPLlamaForCausalLM" in stdout  # the model summary names the fully_shard-ed base
     assert max_diff(single, fsdp) <= 1e-5
     assert max_rel_diff(single_grads, fsdp_grads) <= 1e-5

@@ -29,9 +29,21 @@ class Trajectory(L.Callback):
 def fit(dtype: str, precision: str) -> tuple[lineas.LinEASModule, Trajectory]:
     backbone = lineas.CausalLM("tiny:llama", dtype=dtype)
     trajectory = Trajectory()
-    maps = lineas.fit(backbone, data_path("toxicity/toxic.txt"), data_path("tiny/polite.txt"), "mlp_out",
-                      steps=6, lr=LR, num_fit=16, batch_size=16, precision=precision, callbacks=[trajectory],
-                      accelerator="cpu", enable_progress_bar=False, enable_model_summary=False)
+    maps = lineas.fit(
+        backbone,
+        data_path("toxicity/toxic.txt"),
+        data_path("tiny/polite.txt"),
+        "mlp_out",
+        steps=6,
+        lr=LR,
+        num_fit=16,
+        batch_size=16,
+        precision=precision,
+        callbacks=[trajectory],
+        accelerator="cpu",
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     assert next(backbone.model.parameters()).dtype == getattr(torch, dtype)
     return maps, trajectory
 
@@ -57,9 +69,18 @@ def test_bf16_true_precision_is_refused():
 
 
 def test_python_api_matches_recipe_defaults(tmp_path):
-    maps = lineas.fit("tiny:llama", data_path("toxicity/toxic.txt"), data_path("tiny/polite.txt"),
-                      sites="mlp_out", steps=15, lr=3e-2, num_fit=32, output_dir=tmp_path,
-                      enable_progress_bar=False, enable_model_summary=False)
+    maps = lineas.fit(
+        "tiny:llama",
+        data_path("toxicity/toxic.txt"),
+        data_path("tiny/polite.txt"),
+        sites="mlp_out",
+        steps=15,
+        lr=3e-2,
+        num_fit=32,
+        output_dir=tmp_path,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     assert maps.info["steps"] == 15
     summary = json.loads((tmp_path / "fit_summary.json").read_text())["heldout_w2"]["mean"]
     assert summary["after"] < summary["before"]

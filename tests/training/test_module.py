@@ -100,11 +100,14 @@ def test_early_exit_gives_the_same_loss_and_gradients(tiny_llama, source_batch, 
     def counter(name):
         def hook(*_):
             calls[name] += 1
+
         return hook
 
-    handles = [model.lm_head.register_forward_hook(counter("lm_head")),
-               model.model.layers[3].register_forward_hook(counter("layer3")),
-               model.model.norm.register_forward_hook(counter("norm"))]
+    handles = [
+        model.lm_head.register_forward_hook(counter("lm_head")),
+        model.model.layers[3].register_forward_hook(counter("layer3")),
+        model.model.norm.register_forward_hook(counter("norm")),
+    ]
     try:
         pooled_early = early.pooled(source_batch, with_maps=True)
         assert calls == {"lm_head": 0, "layer3": 0, "norm": 0}  # really stopped after layer 2

@@ -8,6 +8,9 @@ GEMMA2 = Family(
     "gemma2",
     presets={"attn_in": [LAYER + "input_layernorm"], "attn_out": [LAYER + r"self_attn\.o_proj"]},
     default_preset="attn_in",
-    fold=FoldRules({"input_layernorm": ATTN_IN, "pre_feedforward_layernorm": MLP_IN},
-                   {"attention_bias": [*ATTN_IN, "self_attn.o_proj"]}, rmsnorm_offset=1.0),
+    fold=FoldRules(
+        {"input_layernorm": ATTN_IN, "pre_feedforward_layernorm": MLP_IN},
+        {"attention_bias": [*ATTN_IN, "self_attn.o_proj"]},
+        rmsnorm_offset=1.0,
+    ),
 )

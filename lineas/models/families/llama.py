@@ -14,10 +14,12 @@ LLAMA = Family(
     presets={"mlp_out": [LAYER + r"mlp\.down_proj"], "attn_out": [LAYER + r"self_attn\.o_proj"], **NORM_PRESETS},
     default_preset="mlp_out",
     # `mlp_bias` / `attention_bias` give every projection of the kind a bias: the shift's home
-    fold=FoldRules(NORM_CONSUMERS, {"attention_bias": [*ATTN_IN, "self_attn.o_proj"],
-                                    "mlp_bias": [*MLP_IN, "mlp.down_proj"]}),
+    fold=FoldRules(
+        NORM_CONSUMERS, {"attention_bias": [*ATTN_IN, "self_attn.o_proj"], "mlp_bias": [*MLP_IN, "mlp.down_proj"]}
+    ),
 )
 # No bias flags: norm sites only (their shift goes to the q/k/v (Qwen2: biased) or gate/up consumers).
 MISTRAL = Family("mistral", presets=NORM_PRESETS, default_preset="attn_in", fold=FoldRules(NORM_CONSUMERS))
-QWEN2 = Family("qwen2", presets={"attn_in": NORM_PRESETS["attn_in"]}, default_preset="attn_in",
-               fold=FoldRules(NORM_CONSUMERS))
+QWEN2 = Family(
+    "qwen2", presets={"attn_in": NORM_PRESETS["attn_in"]}, default_preset="attn_in", fold=FoldRules(NORM_CONSUMERS)
+)

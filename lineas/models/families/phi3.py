@@ -4,6 +4,9 @@ from lineas.core.merge import FoldRules
 from lineas.models.families.llama import NORM_PRESETS
 from lineas.models.family import Family
 
-PHI3 = Family("phi3", presets=NORM_PRESETS, default_preset="attn_in",
-              fold=FoldRules({"input_layernorm": ["self_attn.qkv_proj"],
-                              "post_attention_layernorm": ["mlp.gate_up_proj"]}))
+PHI3 = Family(
+    "phi3",
+    presets=NORM_PRESETS,
+    default_preset="attn_in",
+    fold=FoldRules({"input_layernorm": ["self_attn.qkv_proj"], "post_attention_layernorm": ["mlp.gate_up_proj"]}),
+)
