@@ -94,16 +94,62 @@ def models(args: argparse.Namespace) -> tuple[Any, Any, Any, dict[str, torch.Ten
     return base, tok, merged, batch, maps
 
 
+def report(
+    args: argparse.Namespace,
+    maps: lineas.AffineMaps,
+    width: int,
+    seconds: dict[str, list[float]],
+    outputs: dict[str, torch.Tensor],
+    extra: int,
+) -> dict[str, Any]:
+    """Print the table, the ratios and the token checks; the result as a dict."""
+    tps = {name: [args.prompts * args.new_tokens / s for s in t] for name, t in seconds.items()}
+    median = {name: statistics.median(t) for name, t in tps.items()}
+    mean = {name: sum(t) / len(t) for name, t in tps.items()}
+    best = {name: max(t) for name, t in tps.items()}
+    same = bool(torch.equal(outputs["live"], outputs["merged"]))
+    steered = not torch.equal(outputs["live"], outputs["base"])
+    print(
+        f"model {args.model} ({args.dtype}, {args.device}, {torch.get_num_threads()} threads), {len(maps.sites)} "
+        f"sites ({maps.sites[0]} .. {maps.sites[-1]}), batch {args.prompts} prompts (padded to {width} tokens) x "
+        f"{args.new_tokens} new tokens, greedy, {args.rounds} timed rounds after {WARMUP} warm-up"
+    )
+    print(f"{'variant':<8} {'tokens/s':>9} {'mean':>9} {'best':>9}   (tokens/s = median)")
+    for name in seconds:
+        print(f"{name:<8} {median[name]:>9.1f} {mean[name]:>9.1f} {best[name]:>9.1f}")
+    ratios = {"live / base": median["live"] / median["base"], "merged / base": median["merged"] / median["base"]}
+    for name, r in ratios.items():
+        print(f"{name:<14} {r:.3f}")
+    print(
+        f"live == merged tokens: {same}; live != base tokens: {steered}; "
+        f"merged checkpoint has {extra} more parameters (biases)"
+    )
+    keys = ("model", "dtype", "device", "prompts", "new_tokens", "rounds")
+    return {
+        **{k: getattr(args, k) for k in keys},
+        "threads": torch.get_num_threads(),
+        "sites": [str(s) for s in maps.sites],
+        "padded_width": width,
+        "warmup": WARMUP,
+        "seconds": seconds,
+        "median_tokens_per_s": median,
+        "mean_tokens_per_s": mean,
+        "best_tokens_per_s": best,
+        "ratios": ratios,
+        "live_equals_merged": same,
+        "live_differs_from_base": steered,
+        "merged_extra_parameters": extra,
+    }
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse(argv)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
     base, tok, merged, batch, maps = models(args)
     extra = sum(p.numel() for p in merged.parameters()) - sum(p.numel() for p in base.parameters())
-    n_new = args.new_tokens
+    n_new, width = args.new_tokens, batch["input_ids"].shape[1]
     kwargs = dict(do_sample=False, max_new_tokens=n_new, min_new_tokens=n_new, pad_token_id=tok.pad_token_id)
-    width = batch["input_ids"].shape[1]
     outputs: dict[str, torch.Tensor] = {}
 
     def call(model: torch.nn.Module, name: str, steer: bool = False) -> Callable[[], None]:
@@ -114,54 +160,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         return step
 
     steps = {"base": call(base, "base"), "live": call(base, "live", steer=True), "merged": call(merged, "merged")}
-    seconds = common.time_rounds(steps, args.rounds, device, WARMUP)
+    seconds = common.time_rounds(steps, args.rounds, torch.device(args.device), WARMUP)
     for name, ids in outputs.items():
         assert ids.shape == (args.prompts, n_new), (name, tuple(ids.shape))
-    tps = {name: [args.prompts * n_new / s for s in t] for name, t in seconds.items()}
-    median = {name: statistics.median(t) for name, t in tps.items()}
-    mean = {name: sum(t) / len(t) for name, t in tps.items()}
-    best = {name: max(t) for name, t in tps.items()}
-    same = bool(torch.equal(outputs["live"], outputs["merged"]))
-    steered = not torch.equal(outputs["live"], outputs["base"])
-
-    print(
-        f"model {args.model} ({args.dtype}, {device}, {torch.get_num_threads()} threads), "
-        f"{len(maps.sites)} sites ({maps.sites[0]} .. {maps.sites[-1]}), batch {args.prompts} prompts "
-        f"(padded to {width} tokens) x {n_new} new tokens, greedy, {args.rounds} timed rounds after {WARMUP} warm-up"
-    )
-    print(f"{'variant':<8} {'tokens/s':>9} {'mean':>9} {'best':>9}   (tokens/s = median)")
-    for name in steps:
-        print(f"{name:<8} {median[name]:>9.1f} {mean[name]:>9.1f} {best[name]:>9.1f}")
-    ratios = {"live / base": median["live"] / median["base"], "merged / base": median["merged"] / median["base"]}
-    for name, r in ratios.items():
-        print(f"{name:<14} {r:.3f}")
-    print(
-        f"live == merged tokens: {same}; live != base tokens: {steered}; "
-        f"merged checkpoint has {extra} more parameters (biases)"
-    )
-    return common.finish(
-        args,
-        {
-            "model": args.model,
-            "dtype": args.dtype,
-            "device": str(device),
-            "threads": torch.get_num_threads(),
-            "sites": [str(s) for s in maps.sites],
-            "prompts": args.prompts,
-            "padded_width": width,
-            "new_tokens": n_new,
-            "rounds": args.rounds,
-            "warmup": WARMUP,
-            "seconds": seconds,
-            "median_tokens_per_s": median,
-            "mean_tokens_per_s": mean,
-            "best_tokens_per_s": best,
-            "ratios": ratios,
-            "live_equals_merged": same,
-            "live_differs_from_base": steered,
-            "merged_extra_parameters": extra,
-        },
-    )
+    return common.finish(args, report(args, maps, width, seconds, outputs, extra))
 
 
 if __name__ == "__main__":

@@ -103,26 +103,39 @@ def check_unclipped(maps: AffineMaps) -> None:
         )
 
 
+def _fold_kind(site: Site, m: nn.Module) -> str | None:
+    """How the output of ``m`` folds: "linear", "layernorm", "rmsnorm", or None (no single weight makes it)."""
+    if site.index is not None:
+        return None
+    if _is_linear(m):
+        return "linear"
+    if _is_affine_norm(m):
+        return "layernorm"
+    return "rmsnorm" if _is_rmsnorm(m) else None
+
+
+def _shift_homes(site: Site, kind: str, rules: FoldRules, model_type: str) -> list[str]:
+    """The Linear layers whose biases take the site's shift: the site itself, or an RMSNorm's consumers."""
+    if kind == "linear":
+        return [site.module]
+    if kind == "layernorm":
+        return []
+    homes = rules.consumers_of(site)
+    if not homes:
+        raise MergeError(
+            f"site {site}: an RMSNorm's shift beta has no home unless the norm feeds only Linear layers, and lineas "
+            f"does not know the consumers of {site.module} in {model_type}; fit it with module.shift=false or pick "
+            f"other sites ({rules.hint})."
+        )
+    return homes
+
+
 def plan(model: nn.Module, maps: AffineMaps, rules: FoldRules, strength: float | None = None) -> MergePlan:
     """Check that every site of ``maps`` folds into ``model``; raise :class:`MergeError` otherwise."""
     check_unclipped(maps)
     modules = dict(model.named_modules())
     model_type = getattr(getattr(model, "config", None), "model_type", type(model).__name__)
     out = MergePlan()
-
-    def need_bias(name: str, site: Site, why: str) -> None:
-        if getattr(modules[name], "bias", None) is not None:
-            return
-        flag = rules.flag_for(name)
-        if flag is None:
-            raise MergeError(
-                f"site {site}: {why} needs a bias on {name}, and {model_type} has no config flag for one. "
-                f"Fit this site with shift disabled (module.shift=false: scale-only maps fold into weights), "
-                f"or pick other sites ({rules.hint})."
-            )
-        if flag not in out.flags:
-            out.flags.append(flag)
-
     for i, site in enumerate(maps.sites):
         m = modules.get(site.module)
         if m is None:
@@ -135,37 +148,26 @@ def plan(model: nn.Module, maps: AffineMaps, rules: FoldRules, strength: float |
                 f"site {site}: the maps have {maps.dims[i]} dims but {site.module} outputs {size}; "
                 "were the maps fitted on another model?"
             )
-        _, b = maps.coefficients(i, strength)
-        has_shift = bool(b.detach().abs().max() > 0)
-        if site.index is not None:
-            kind = None
-        elif _is_linear(m):
-            kind = "linear"
-            if has_shift:
-                need_bias(site.module, site, "the shift beta")
-        elif _is_affine_norm(m):
-            kind = "layernorm"
-        elif _is_rmsnorm(m):
-            kind = "rmsnorm"
-            if has_shift:
-                targets = rules.consumers_of(site)
-                if not targets:
-                    raise MergeError(
-                        f"site {site}: an RMSNorm's shift beta has no home unless the norm feeds only Linear "
-                        f"layers, and lineas does not know the consumers of {site.module} in {model_type}; "
-                        f"fit it with module.shift=false or pick other sites ({rules.hint})."
-                    )
-                for name in targets:
-                    need_bias(name, site, "the RMSNorm shift beta")
-        else:
-            kind = None
+        kind = _fold_kind(site, m)
         if kind is None:
             raise MergeError(
-                f"site {site} ({type(m).__name__}) cannot be merged: only Linear, Conv2d, LayerNorm, GroupNorm "
-                f"and RMSNorm outputs fold into weights (a whole decoder layer's or transformer block's output is "
-                f"the residual stream, which no single weight produces). Nearest mergeable: "
-                f"{rules.hint}."
+                f"site {site} ({type(m).__name__}) cannot be merged: only Linear, Conv2d, LayerNorm, GroupNorm and "
+                f"RMSNorm outputs fold into weights (a whole decoder layer's or transformer block's output is the "
+                f"residual stream, which no single weight produces). Nearest mergeable: {rules.hint}."
             )
+        if bool(maps.coefficients(i, strength)[1].detach().abs().max() > 0):
+            for name in _shift_homes(site, kind, rules, model_type):
+                if getattr(modules[name], "bias", None) is not None:
+                    continue
+                flag = rules.flag_for(name)
+                if flag is None:
+                    raise MergeError(
+                        f"site {site}: the shift beta needs a bias on {name}, and {model_type} has no config flag "
+                        f"for one. Fit this site with shift disabled (module.shift=false: scale-only maps fold into "
+                        f"weights), or pick other sites ({rules.hint})."
+                    )
+                if flag not in out.flags:
+                    out.flags.append(flag)
         out.folds.append((i, kind))
     return out
 
