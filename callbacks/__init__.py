@@ -1,9 +1,10 @@
 """Lightning callbacks (importable as ``lineas.callbacks``)."""
 
 from lineas.callbacks.evaluate_steering import EvaluateSteering
+from lineas.callbacks.export_gguf import ExportGGUF
 from lineas.callbacks.export_merged import ExportMerged
 from lineas.callbacks.fit_summary import FitSummary
 from lineas.callbacks.image_grid import ImageGrid
 from lineas.callbacks.save_maps import SaveMaps
 
-__all__ = ["EvaluateSteering", "ExportMerged", "FitSummary", "ImageGrid", "SaveMaps"]
+__all__ = ["EvaluateSteering", "ExportGGUF", "ExportMerged", "FitSummary", "ImageGrid", "SaveMaps"]

@@ -16,7 +16,7 @@ from typing import Any
 
 from lineas.core.errors import ModelSourceError
 from lineas.core.files import MERGE_RECORD, PIPELINE_SETTINGS
-from lineas.models.offline import SMOLLM2, smollm2_dir, smollm2_tokenizer_dir
+from lineas.models.offline import GGUF_FILE, SMOLLM2, gguf_dir, smollm2_dir, smollm2_tokenizer_dir
 from lineas.models.synthetic import tiny_dir
 from lineas.models.tiny_pipelines import TINY_PIPELINES, tiny_pipeline_dir
 
@@ -28,6 +28,7 @@ class ModelSource:
     spec: str
     path: str
     shape: str | None = None  # shape:NAME: random weights of that config, not the weights at `path`
+    gguf: str | None = None  # the GGUF file the folder at `path` was converted from (its quantisation, metadata)
 
     def _file(self, name: str) -> Path | None:
         path = Path(self.path) / name
@@ -56,7 +57,7 @@ def resolve(spec: str) -> ModelSource:
     if spec.startswith("shape:"):
         return ModelSource(spec, str(smollm2_tokenizer_dir()), shape=spec.removeprefix("shape:"))
     if spec == SMOLLM2:
-        return ModelSource(spec, str(smollm2_dir()))
+        return ModelSource(spec, str(smollm2_dir()), gguf=str(gguf_dir() / GGUF_FILE))
     if spec.startswith("tiny:"):
         family = spec.removeprefix("tiny:")
         return ModelSource(spec, str(tiny_pipeline_dir(family) if family in TINY_PIPELINES else tiny_dir(family)))

@@ -42,7 +42,9 @@ class ExportConfig:
     strength: float = 1.0
     model: Optional[str] = None  # default: the base model recorded in the maps
     overwrite: bool = False
-    dtype: Optional[str] = None  # default: float32; bfloat16 / float16 halve the folder
+    dtype: Optional[str] = None  # transformers: default float32; bfloat16 / float16 halve the folder
+    format: str = "transformers"  # or gguf: OUT/model.gguf for llama.cpp (Llama-family models)
+    tensor_type: str = "f32"  # gguf: the type of the tensors the merge writes (f32, f16, q8_0)
 
 
 @dataclass

@@ -1,0 +1,247 @@
+"""Merged checkpoints as GGUF files: llama.cpp (and Ollama, LM Studio) run them as ordinary models.
+
+The maps are folded into the weights in ``transformers`` (:func:`lineas.core.merge.merge_`), then written
+with llama.cpp's names and layout (q/k rows in its rope order). Two sources:
+
+- a base that came from a GGUF file (the default model, ``offline:smollm2-135m-instruct``): its metadata and
+  every tensor the merge does not touch are copied as they are, quantisation included; the touched tensors
+  and the new biases are written in ``tensor_type`` (``f32``, the default, ``f16`` or ``q8_0``; 1-D tensors
+  always F32);
+- a ``transformers`` folder: the converter writes the architecture's metadata from its config and every
+  tensor in ``tensor_type``; the tokenizer's metadata is that of the SmolLM2 GGUF, so the folder's tokenizer
+  must be SmolLM2's (``tiny:*`` models, SmolLM2 folders). Other tokenizers are refused.
+
+Llama-family models only (``model_type`` llama: Llama, SmolLM2). llama.cpp's Llama loads the optional bias
+tensors (``blk.N.ffn_down.bias``, ``blk.N.attn_q.bias``, ...), which is where the shifts go.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+from lineas.core.errors import MergeError, OutputExistsError
+from lineas.core.files import MERGE_RECORD, atomic_dir
+from lineas.core.maps import AffineMaps, check_strength, load_maps
+from lineas.core.merge import MergePlan, check_unclipped, merge_
+from lineas.models.causal_lm import load_causal_lm
+from lineas.models.families import check_fitted_on, fold_rules
+from lineas.models.offline import GGUF_FILE, gguf_dir
+from lineas.models.sources import resolve
+
+GGUF_NAME = "model.gguf"
+TENSOR_TYPES = ("f32", "f16", "q8_0")
+_LAYER = {
+    "input_layernorm": "attn_norm",
+    "post_attention_layernorm": "ffn_norm",
+    "self_attn.q_proj": "attn_q",
+    "self_attn.k_proj": "attn_k",
+    "self_attn.v_proj": "attn_v",
+    "self_attn.o_proj": "attn_output",
+    "mlp.gate_proj": "ffn_gate",
+    "mlp.up_proj": "ffn_up",
+    "mlp.down_proj": "ffn_down",
+}
+_GLOBAL = {"model.embed_tokens": "token_embd", "model.norm": "output_norm", "lm_head": "output"}
+
+
+def gguf_name(hf_name: str) -> str:
+    """llama.cpp's name of a Llama parameter (``model.layers.3.mlp.down_proj.bias`` -> ``blk.3.ffn_down.bias``)."""
+    module, _, kind = hf_name.rpartition(".")
+    m = re.fullmatch(r"model\.layers\.(\d+)\.(.+)", module)
+    if m and m.group(2) in _LAYER:
+        return f"blk.{m.group(1)}.{_LAYER[m.group(2)]}.{kind}"
+    if module in _GLOBAL:
+        return f"{_GLOBAL[module]}.{kind}"
+    raise MergeError(f"{hf_name}: no GGUF name for this Llama parameter")
+
+
+def gguf_layout(hf_name: str, t: torch.Tensor, config: Any) -> np.ndarray:
+    """A parameter as llama.cpp stores it: q/k rows (weights and biases) permuted to its rope order."""
+    x = t.detach().float().cpu().numpy()
+    heads = {"q_proj": config.num_attention_heads, "k_proj": config.num_key_value_heads}
+    proj = hf_name.rsplit(".", 2)[-2]
+    if proj in heads:
+        n = heads[proj]
+        x = x.reshape(n, 2, x.shape[0] // n // 2, *x.shape[1:]).swapaxes(1, 2).reshape(x.shape)
+    return np.ascontiguousarray(x)
+
+
+def touched(model: nn.Module, maps: AffineMaps, plan: MergePlan) -> list[str]:
+    """The parameters the merge changed or created (not the zero biases a config flag adds elsewhere)."""
+    params = dict(model.named_parameters())
+    names: list[str] = []
+    for i, kind in plan.folds:
+        site = maps.sites[i].module
+        names.append(f"{site}.weight")
+        if kind in ("linear", "layernorm") and f"{site}.bias" in params:
+            names.append(f"{site}.bias")
+        if kind == "rmsnorm" and bool(maps.beta[i].detach().abs().max() > 0):
+            names += [f"{c}.bias" for c in fold_rules(model).consumers_of(maps.sites[i])]
+    return [n for n in dict.fromkeys(names) if n in params]  # no bias was made where the shift is 0
+
+
+def export_gguf(
+    maps: str | Path | AffineMaps,
+    output_dir: str | Path,
+    strength: float = 1.0,
+    model: str | None = None,
+    overwrite: bool = False,
+    tensor_type: str = "f32",
+) -> Path:
+    """Fold ``maps`` at ``strength`` into their base model and write ``output_dir/model.gguf`` (and the record)."""
+    output_dir = Path(output_dir)
+    strength = check_strength(strength)
+    if tensor_type not in TENSOR_TYPES:
+        raise MergeError(f"tensor_type {tensor_type!r}: choose one of {', '.join(TENSOR_TYPES)}")
+    if output_dir.exists() and not overwrite:
+        raise OutputExistsError(f"{output_dir} exists; pass overwrite=true to replace it")
+    maps = maps if isinstance(maps, AffineMaps) else load_maps(maps)
+    check_unclipped(maps)
+    spec = model or maps.info.get("base_model")
+    if spec is None:
+        raise MergeError("the maps do not name their base model: pass model=ID_OR_PATH")
+    base, tokenizer = load_causal_lm(spec, torch.float32)
+    check_fitted_on(maps.info, base, spec)
+    if base.config.model_type != "llama":
+        raise MergeError(
+            f"GGUF export writes Llama-family models; {spec} is a {base.config.model_type} model: "
+            "export the transformers folder instead (format=transformers)"
+        )
+    plan = merge_(base, maps, fold_rules(base), strength)
+    params = dict(base.named_parameters())
+    changed = {gguf_name(n): gguf_layout(n, params[n], base.config) for n in touched(base, maps, plan)}
+    provenance = {
+        "lineas.base_model": spec,
+        "lineas.strength": float(strength),
+        "lineas.maps": json.dumps({"sites": [str(s) for s in maps.sites], **maps.info}),
+    }
+    source = resolve(spec).gguf
+    with atomic_dir(output_dir, overwrite=overwrite) as tmp:
+        if source is not None:
+            tensors = _from_gguf(source, changed, tensor_type)
+            metadata = _gguf_metadata(source)
+        else:
+            full = {
+                gguf_name(n): gguf_layout(n, p, base.config)
+                for n, p in params.items()
+                if not (n == "lm_head.weight" and base.config.tie_word_embeddings)
+            }
+            tensors = ((name, *_typed(x, tensor_type)) for name, x in full.items())
+            metadata = _hf_metadata(base.config, tokenizer)
+        _write(tmp / GGUF_NAME, metadata, provenance, tensors)
+        record = {
+            "base_model": spec,
+            "strength": strength,
+            "format": "gguf",
+            "sites": [str(s) for s in maps.sites],
+            "tensors_written": sorted(changed),
+            "tensor_type": tensor_type,
+            "maps_info": maps.info,
+        }
+        (tmp / MERGE_RECORD).write_text(json.dumps(record, indent=2) + "\n")
+    return output_dir
+
+
+def _typed(x: np.ndarray, tensor_type: str) -> tuple[np.ndarray, Any]:
+    """``(data, raw_dtype)`` of a tensor in ``tensor_type`` (vectors, and matrices q8_0 cannot hold, in F32)."""
+    from gguf import GGMLQuantizationType
+    from gguf.quants import quantize
+
+    if x.ndim == 1 or tensor_type == "f32" or (tensor_type == "q8_0" and x.shape[-1] % 32):
+        return x.astype(np.float32), None
+    if tensor_type == "f16":
+        return x.astype(np.float16), None
+    return quantize(x.astype(np.float32), GGMLQuantizationType.Q8_0), GGMLQuantizationType.Q8_0
+
+
+def _from_gguf(source: str, changed: dict[str, np.ndarray], tensor_type: str) -> Iterator[tuple[str, np.ndarray, Any]]:
+    """The base file's tensors, those in ``changed`` replaced, the new ones (biases) appended."""
+    from gguf import GGUFReader
+
+    seen = set()
+    for t in GGUFReader(source).tensors:
+        seen.add(t.name)
+        if t.name in changed:
+            yield t.name, *_typed(changed[t.name], tensor_type)
+        else:
+            yield t.name, t.data, t.tensor_type
+    for name in changed.keys() - seen:
+        yield name, *_typed(changed[name], tensor_type)
+
+
+def _gguf_metadata(source: str, prefix: str = "") -> list[tuple[str, Any, Any, Any]]:
+    """``(key, value, type, sub_type)`` of every field of a GGUF file (those starting with ``prefix``)."""
+    from gguf import GGUFReader, GGUFValueType, Keys
+
+    out = []
+    for field in GGUFReader(source).fields.values():
+        if field.name.startswith("GGUF.") or field.name == Keys.General.ARCHITECTURE:
+            continue
+        if field.name.startswith(prefix):
+            kind = field.types[0]
+            sub = field.types[-1] if kind == GGUFValueType.ARRAY else None
+            out.append((field.name, field.contents(), kind, sub))
+    return out
+
+
+def _hf_metadata(config: Any, tokenizer: Any) -> list[tuple[str, Any, Any, Any]]:
+    """Llama metadata from a ``transformers`` config, and the SmolLM2 tokenizer's (refused for another)."""
+    from gguf import GGUFValueType as T
+    from transformers import AutoTokenizer
+
+    from lineas.models.offline import smollm2_tokenizer_dir
+
+    if tokenizer.get_vocab() != AutoTokenizer.from_pretrained(smollm2_tokenizer_dir()).get_vocab():
+        raise MergeError(
+            "GGUF export from a transformers folder knows the SmolLM2 tokenizer only; this model has "
+            "another: convert its base to GGUF with llama.cpp's convert_hf_to_gguf.py, or export the "
+            "transformers folder (format=transformers)"
+        )
+    rope = getattr(config, "rope_theta", None) or (getattr(config, "rope_parameters", None) or {}).get("rope_theta")
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    u32 = [
+        ("context_length", config.max_position_embeddings),
+        ("embedding_length", config.hidden_size),
+        ("block_count", config.num_hidden_layers),
+        ("feed_forward_length", config.intermediate_size),
+        ("attention.head_count", config.num_attention_heads),
+        ("attention.head_count_kv", config.num_key_value_heads),
+        ("vocab_size", config.vocab_size),
+        ("rope.dimension_count", head_dim),
+    ]
+    out = [(f"llama.{k}", int(v), T.UINT32, None) for k, v in u32]
+    out += [
+        ("llama.rope.freq_base", float(rope or 10000.0), T.FLOAT32, None),
+        ("llama.attention.layer_norm_rms_epsilon", float(config.rms_norm_eps), T.FLOAT32, None),
+        ("general.name", getattr(config, "name_or_path", "") or "lineas model", T.STRING, None),
+    ]
+    return out + _gguf_metadata(str(gguf_dir() / GGUF_FILE), prefix="tokenizer.")
+
+
+def _write(
+    path: Path,
+    metadata: list[tuple[str, Any, Any, Any]],
+    provenance: dict[str, Any],
+    tensors: Iterator[tuple[str, np.ndarray, Any]],
+) -> None:
+    from gguf import GGUFValueType as T
+    from gguf import GGUFWriter
+
+    writer = GGUFWriter(path, "llama")
+    for key, value, kind, sub in metadata:
+        writer.add_key_value(key, value, kind, sub_type=sub)
+    for key, value in provenance.items():
+        writer.add_key_value(key, value, T.FLOAT32 if isinstance(value, float) else T.STRING)
+    for name, data, raw in tensors:
+        writer.add_tensor(name, data, raw_dtype=raw)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
