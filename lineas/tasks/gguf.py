@@ -231,9 +231,12 @@ def _write(
     provenance: dict[str, Any],
     tensors: Iterator[tuple[str, np.ndarray, Any]],
 ) -> None:
+    import logging
+
     from gguf import GGUFValueType as T
     from gguf import GGUFWriter
 
+    logging.getLogger("gguf").setLevel(logging.WARNING)  # its per-file info lines are not ours to print
     writer = GGUFWriter(path, "llama")
     for key, value, kind, sub in metadata:
         writer.add_key_value(key, value, kind, sub_type=sub)
