@@ -29,6 +29,9 @@ from lineas.training.resume import read_checkpoint
 
 def train(cfg: DictConfig) -> Path:
     """Fit the maps described by a composed config; returns the output folder."""
+    steps = cfg.trainer.max_steps
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < -1:
+        raise ConfigError(f"trainer.max_steps={steps!r}: give a whole number of optimizer steps (-1: no limit)")
     if cfg.resume is not None:
         read_checkpoint(cfg.resume)  # a truncated or foreign file: one clear error before the model loads
     L.seed_everything(cfg.seed, workers=True, verbose=False)

@@ -27,3 +27,9 @@ def test_user_error_is_one_line_and_exit_2(name, tmp_path):
     assert len(lines) == 1 and lines[0].startswith(f"lineas.{name}: ") and message in lines[0], proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_a_key_of_the_wrong_type_names_the_key(tmp_path):
+    proc = run_cli("lineas.train", "recipe=tiny", "trainer.max_steps=abc", f"output_dir={tmp_path / 'run'}")
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "lineas.train: trainer.max_steps='abc': give a whole number of optimizer steps" in proc.stderr
