@@ -6,5 +6,6 @@ from lineas.callbacks.export_merged import ExportMerged
 from lineas.callbacks.fit_summary import FitSummary
 from lineas.callbacks.image_grid import ImageGrid
 from lineas.callbacks.save_maps import SaveMaps
+from lineas.callbacks.step_progress import StepProgress
 
-__all__ = ["EvaluateSteering", "ExportGGUF", "ExportMerged", "FitSummary", "ImageGrid", "SaveMaps"]
+__all__ = ["EvaluateSteering", "ExportGGUF", "ExportMerged", "FitSummary", "ImageGrid", "SaveMaps", "StepProgress"]

@@ -44,15 +44,26 @@ class EvaluateSteering(L.Callback):
 
         backbone = pl_module.backbone
         prompts, neutral = read_prompts(self.prompts), read_prompts(self.neutral)
+        rank_zero_info(f"evaluating {len(prompts)} prompts and {len(neutral)} sentences at strengths {self.strengths}")
+
+        def report(m: dict[str, Any]) -> None:
+            rank_zero_info(
+                f"  strength {m['strength']:g}: toxic rate {m['toxicity_rate']:.3f}, mean toxicity "
+                f"{m['toxicity_mean']:.3f}, perplexity {m['perplexity']:.2f}"
+            )
+
+        maps = pl_module.fitted_maps()
         metrics, rows = evaluate(
             backbone.model,
             backbone.tokenizer,
-            pl_module.fitted_maps(),
+            maps,
             self.strengths,
             prompts,
             neutral,
             self.sampling,
             self.threshold,
+            progress=False,
+            on_row=report,
         )
         record = {
             "model": backbone.spec,
@@ -63,4 +74,4 @@ class EvaluateSteering(L.Callback):
             "metrics": metrics,
         }
         write_report(self.dirpath, record, rows)
-        rank_zero_info("\n" + format_metrics(metrics) + f"\nevaluation: {self.dirpath}")
+        rank_zero_info(format_metrics(metrics) + f"\nevaluation: {self.dirpath}")

@@ -8,19 +8,24 @@ same folder. The children re-run the original arguments (Lightning rebuilds them
 
 from __future__ import annotations
 
+import logging
 import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
 import hydra
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities.imports import _RICH_AVAILABLE
 from omegaconf import DictConfig
 
-from lineas.cli.main import one_line_errors
+from lineas.callbacks import StepProgress
+from lineas.cli.main import one_line_errors, user_error
 from lineas.cli.recipes import register, register_recipe_file
 from lineas.core.errors import ConfigError, OutputExistsError
 from lineas.training.module import frozen_base_expected
@@ -36,15 +41,61 @@ def train(cfg: DictConfig) -> Path:
         read_checkpoint(cfg.resume)  # a truncated or foreign file: one clear error before the model loads
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     out = Path(cfg.output_dir)
-    backbone = instantiate(cfg.backbone)
-    datamodule = instantiate(cfg.data, collate_fn=backbone.collate)
-    module = instantiate(cfg.module, backbone=backbone)
-    callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
+    backbone = build(cfg.backbone)
+    datamodule = build(cfg.data, collate_fn=backbone.collate)
+    module = build(cfg.module, backbone=backbone)
+    callbacks = [build(c) for c in cfg.callbacks.values() if c is not None]
+    if cfg.trainer.get("enable_progress_bar", True) and _RICH_AVAILABLE:
+        callbacks.append(StepProgress())
     logger = TensorBoardLogger(save_dir=str(out), name="tb", version="")
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger)
     with frozen_base_expected():
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.resume)
+    if trainer.is_global_zero:
+        print(outputs_table(out), flush=True)
     return out
+
+
+def build(node: DictConfig, **kwargs: Any) -> Any:
+    """``instantiate(node, **kwargs)``, raising a user error of the target as itself (Hydra wraps it)."""
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as err:
+        cause = user_error(err)
+        if cause is None:
+            raise
+        raise cause from None
+
+
+def outputs_table(out: Path) -> str:
+    """What the run wrote under ``out``, with sizes."""
+    rows = [
+        ("maps", "maps", "the fitted maps (load_maps, generate/evaluate maps=)"),
+        ("merged", "merged", "transformers checkpoint, maps folded in"),
+        ("GGUF", "gguf/model.gguf", "the same for llama.cpp / Ollama"),
+        ("evaluation", "eval/metrics.json", "toxicity and perplexity by strength (+ metrics.png)"),
+        ("summary", "fit_summary.json", "held-out W2 per site before / after"),
+        ("checkpoint", "checkpoints/last.ckpt", "resume=... to continue"),
+        ("TensorBoard", "tb", "tensorboard --logdir ..."),
+    ]
+    lines = [f"\nrun written to {out}:"]
+    for name, rel, what in rows:
+        path = out / rel
+        if path.exists():
+            size = (
+                sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else path.stat().st_size
+            )
+            shown = f"{size / 1e6:.1f} MB" if size >= 1e5 else f"{size / 1e3:.0f} KB"
+            lines.append(f"  {name:<12} {str(path):<{len(str(out)) + 24}} {shown:>9}  {what}")
+    return "\n".join(lines)
+
+
+def _quiet_lightning() -> None:
+    """Drop Lightning's advertisement and TPU lines from the log (what it says about GPUs stays)."""
+    noise = ("💡 Tip", "TPU available")
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
+        lambda record: not record.getMessage().startswith(noise)
+    )
 
 
 def _refuse_multirun_ddp(cfg: DictConfig) -> None:
@@ -73,6 +124,7 @@ def _main(cfg: DictConfig) -> None:
 def main() -> None:
     """``python -m lineas.train recipe=NAME key=value ...``."""
     register()
+    _quiet_lightning()
     _ARGV[:] = sys.argv
     with one_line_errors("train"):
         args = _hydra_args(sys.argv[1:])

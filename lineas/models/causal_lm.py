@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 import torch
 from torch import nn
@@ -10,6 +11,20 @@ from torch import nn
 from lineas.models.backbone import parse_dtype
 from lineas.models.sources import resolve
 from lineas.models.synthetic import random_model
+
+
+@contextmanager
+def quiet_progress() -> Iterator[None]:
+    """transformers' own progress bars ("Loading weights", "Writing model shards") off inside the block."""
+    from transformers.utils import logging as hf_logging
+
+    was_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_on:
+            hf_logging.enable_progress_bar()
 
 
 def load_causal_lm(
@@ -25,7 +40,8 @@ def load_causal_lm(
     tokenizer = AutoTokenizer.from_pretrained(source.path, trust_remote_code=trust_remote_code)
     if source.shape is not None:
         model = random_model(source.shape, parse_dtype(dtype), device or "cpu")
-    else:
+        return model.requires_grad_(False).eval(), tokenizer
+    with quiet_progress():
         model = AutoModelForCausalLM.from_pretrained(
             source.path, dtype=parse_dtype(dtype), trust_remote_code=trust_remote_code, device_map=device
         )

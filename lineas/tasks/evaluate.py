@@ -12,7 +12,7 @@ from __future__ import annotations
 from contextlib import nullcontext
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
@@ -40,12 +40,13 @@ def evaluate(
     sampling: Sampling | None = None,
     threshold: float = 0.5,
     progress: bool = True,
+    on_row: Callable[[dict[str, Any]], None] | None = None,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Per strength: toxicity (mean, rate above ``threshold``) of sampled continuations and perplexity,
     with the standard errors of the mean toxicity (over continuations) and of the perplexity (over texts).
 
     Returns the metric rows and the generated rows. ``maps=None`` evaluates ``model`` as it is
-    (e.g. a merged checkpoint) once, reported at strength 1.
+    (e.g. a merged checkpoint) once, reported at strength 1. ``on_row`` gets each metric row as it is done.
     """
     metrics, generations = [], []
     for lam in strengths if maps is not None else [1.0]:
@@ -66,6 +67,8 @@ def evaluate(
             }
         )
         generations += rows
+        if on_row is not None:
+            on_row(metrics[-1])
     return metrics, generations
 
 

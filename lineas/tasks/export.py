@@ -20,7 +20,7 @@ from lineas.core.files import MERGE_RECORD, PIPELINE_SETTINGS, atomic_dir
 from lineas.core.maps import AffineMaps, check_strength, load_maps
 from lineas.core.merge import check_unclipped, merge_
 from lineas.models.backbone import parse_dtype
-from lineas.models.causal_lm import load_causal_lm
+from lineas.models.causal_lm import load_causal_lm, quiet_progress
 from lineas.models.diffusion import PipelineModules, is_pipeline, load_pipeline
 from lineas.models.families import check_fitted_on, fold_rules
 from lineas.models.sources import resolve
@@ -77,7 +77,8 @@ def _load_base(spec: str, pipeline: bool) -> tuple[Any, Any, Callable[[Path], No
     model, tokenizer = load_causal_lm(spec, torch.float32)
 
     def save_lm(tmp: Path) -> None:
-        model.save_pretrained(tmp)
+        with quiet_progress():
+            model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
 
     return model, model, save_lm

@@ -15,7 +15,10 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(CASES))
+QUICK = {"train", "export"}  # the others are the same runner (lineas.cli.main.hydra_entry) as export
+
+
+@pytest.mark.parametrize("name", [n if n in QUICK else pytest.param(n, marks=pytest.mark.slow) for n in sorted(CASES)])
 def test_user_error_is_one_line_and_exit_2(name, tmp_path):
     args, message = CASES[name]
     args = [a.replace("OUT", str(tmp_path / "out")) for a in args]

@@ -103,6 +103,7 @@ def test_tiny_llama_gguf_runs_in_llama_cpp_as_the_steered_model(tiny_llama, tmp_
 
 
 @llama_cpp
+@pytest.mark.slow  # the floor the steered checks are read against; not a check of the merge itself
 def test_gguf_of_an_unsteered_export_matches_llama_cpp_as_closely(tiny_llama, tmp_path):
     """The floor: the same runtime on the base model (strength 0) differs from transformers by as much."""
     maps = random_maps_for(tiny_llama, "mlp_out", scale=0.3)
@@ -128,6 +129,7 @@ def test_refusals(tmp_path):
     assert not any((tmp_path / g).exists() for g in ("g1", "g2", "g4"))
 
 
+@pytest.mark.slow  # a CLI run
 def test_export_cli_format_gguf(tiny_llama, tmp_path):
     random_maps_for(tiny_llama, "mlp_out", scale=0.3).save(tmp_path / "maps")
     proc = run_cli(
