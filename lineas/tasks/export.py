@@ -35,15 +35,8 @@ def export(
     dtype: str | None = None,
 ) -> Path:
     """Fold ``maps`` at ``strength`` into their base model (or ``model``) and save it to ``output_dir``."""
-    output_dir = Path(output_dir)
-    strength = check_strength(strength)
-    if output_dir.exists() and not overwrite:
-        raise OutputExistsError(f"{output_dir} exists; pass overwrite=true to replace it")
-    maps = maps if isinstance(maps, AffineMaps) else load_maps(maps)
-    check_unclipped(maps)  # before loading the base
-    spec = model or maps.info.get("base_model")
-    if spec is None:
-        raise MergeError("the maps do not name their base model: pass model=ID_OR_PATH")
+    output_dir, strength = Path(output_dir), check_strength(strength)
+    maps, spec = mergeable(maps, output_dir, model, overwrite)
     base, weights, save = _load_base(spec, is_pipeline(spec, maps.info.get("model_type")))
     check_fitted_on(maps.info, base, spec)
     plan = merge_(base, maps, fold_rules(base), strength)
@@ -60,6 +53,21 @@ def export(
         }
         (tmp / MERGE_RECORD).write_text(json.dumps(record, indent=2) + "\n")
     return output_dir
+
+
+def mergeable(
+    maps: str | Path | AffineMaps, output_dir: Path, model: str | None, overwrite: bool
+) -> tuple[AffineMaps, str]:
+    """The maps (read, and refused if clipped) and their base model's spec; before any model loads, refuses an
+    existing ``output_dir`` unless ``overwrite``."""
+    if output_dir.exists() and not overwrite:
+        raise OutputExistsError(f"{output_dir} exists; pass overwrite=true to replace it")
+    maps = maps if isinstance(maps, AffineMaps) else load_maps(maps)
+    check_unclipped(maps)
+    spec = model or maps.info.get("base_model")
+    if spec is None:
+        raise MergeError("the maps do not name their base model: pass model=ID_OR_PATH")
+    return maps, spec
 
 
 def _load_base(spec: str, pipeline: bool) -> tuple[Any, Any, Callable[[Path], None]]:

@@ -26,14 +26,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from lineas.core.errors import MergeError, OutputExistsError
+from lineas.core.errors import MergeError
 from lineas.core.files import MERGE_RECORD, atomic_dir
-from lineas.core.maps import AffineMaps, check_strength, load_maps
-from lineas.core.merge import MergePlan, check_unclipped, merge_
+from lineas.core.maps import AffineMaps, check_strength
+from lineas.core.merge import MergePlan, merge_
 from lineas.models.causal_lm import load_causal_lm
 from lineas.models.families import check_fitted_on, fold_rules
 from lineas.models.offline import GGUF_FILE, gguf_dir
 from lineas.models.sources import resolve
+from lineas.tasks.export import mergeable
 
 GGUF_NAME = "model.gguf"
 TENSOR_TYPES = ("f32", "f16", "q8_0")
@@ -96,17 +97,10 @@ def export_gguf(
     tensor_type: str = "f32",
 ) -> Path:
     """Fold ``maps`` at ``strength`` into their base model and write ``output_dir/model.gguf`` (and the record)."""
-    output_dir = Path(output_dir)
-    strength = check_strength(strength)
+    output_dir, strength = Path(output_dir), check_strength(strength)
     if tensor_type not in TENSOR_TYPES:
         raise MergeError(f"tensor_type {tensor_type!r}: choose one of {', '.join(TENSOR_TYPES)}")
-    if output_dir.exists() and not overwrite:
-        raise OutputExistsError(f"{output_dir} exists; pass overwrite=true to replace it")
-    maps = maps if isinstance(maps, AffineMaps) else load_maps(maps)
-    check_unclipped(maps)
-    spec = model or maps.info.get("base_model")
-    if spec is None:
-        raise MergeError("the maps do not name their base model: pass model=ID_OR_PATH")
+    maps, spec = mergeable(maps, output_dir, model, overwrite)
     base, tokenizer = load_causal_lm(spec, torch.float32)
     check_fitted_on(maps.info, base, spec)
     if base.config.model_type != "llama":

@@ -97,6 +97,7 @@ def test_fsdp2_shards_the_base_and_fits_the_same_maps(tmp_path, one_process):
         LR,
         *TWO_RANKS,
         "trainer.strategy={_target_:lightning.pytorch.strategies.ModelParallelStrategy}",
+        "trainer.enable_model_summary=true",
     )
     assert "FSDPLlamaForCausalLM" in stdout  # the model summary names the fully_shard-ed base
     assert max_diff(single, fsdp) <= 1e-5
