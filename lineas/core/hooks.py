@@ -15,7 +15,8 @@ from lineas.core.sites import Site
 
 
 class SiteMaps(Protocol):
-    """What :func:`attach` needs of maps (:class:`lineas.core.maps.AffineMaps`): map site ``i``'s output."""
+    """What :func:`attach` needs of maps (:class:`lineas.core.maps.AffineMaps`): map site ``i``'s output
+    (in float32; the hook casts it back to the model's dtype and captures the float32 value)."""
 
     def transform(self, i: int, t: torch.Tensor) -> torch.Tensor: ...
 
@@ -122,8 +123,9 @@ def _site_hook(
         for i, site in entries:
             t = _select(site, out)
             if maps is not None:
-                t = maps.transform(i, t)
-                out = _replace(site, out, t)
+                mapped = maps.transform(i, t)
+                out = _replace(site, out, mapped.to(t.dtype))
+                t = mapped
             if capture is not None:
                 capture[site] = t
         if stop:

@@ -95,7 +95,8 @@ class AffineMaps(nn.Module):
         return 1 + lam * (self.omega[i] - 1), lam * self.beta[i]
 
     def transform(self, i: int, t: torch.Tensor) -> torch.Tensor:
-        """Map site ``i``'s output ``t`` along its channel axis; computed in float32, cast back."""
+        """Site ``i``'s output ``t`` mapped along its channel axis, in float32 whatever ``t``'s dtype (the
+        caller casts it back): the loss then sees the map's exact output, and a bfloat16 base pays one cast."""
         shape = [1] * t.ndim
         shape[channel_dim(t)] = -1
         if t.shape[channel_dim(t)] != self.omega[i].numel():
@@ -104,14 +105,14 @@ class AffineMaps(nn.Module):
                 f"outputs {t.shape[channel_dim(t)]}; were the maps fitted on another model?"
             )
         w, b = (c.to(t.device).view(shape) for c in self.coefficients(i))
-        z = t.float()
         if self.bounds[i] is None:
-            return (z * w + b).to(t.dtype)
+            return torch.addcmul(b, t, w)  # one fused kernel; promotes a low-precision t to float32
+        z = t.float()
         lo, hi = (c.to(t.device).view(shape) for c in self.bounds[i])
         if t.ndim == 4:
             m = z.mean((2, 3), keepdim=True)
-            return (z + torch.where((lo < m) & (m < hi), (w - 1) * m + b, 0.0)).to(t.dtype)
-        return torch.where((lo < z) & (z < hi), z * w + b, z).to(t.dtype)
+            return z + torch.where((lo < m) & (m < hi), (w - 1) * m + b, 0.0)
+        return torch.where((lo < z) & (z < hi), z * w + b, z)
 
     @contextmanager
     def at_strength(self, strength: float | None) -> Iterator[AffineMaps]:

@@ -1,4 +1,4 @@
-"""Perplexity of a causal LM on held-out text, with torchmetrics' ``Perplexity`` (and its standard error)."""
+"""Perplexity of a causal LM on held-out text (what torchmetrics' ``Perplexity`` computes) and its standard error."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import math
 
 import torch
 from torch import nn
-from torchmetrics.text import Perplexity
 from tqdm.auto import tqdm
 
 IGNORE = -100
@@ -22,7 +21,6 @@ def perplexity_with_se(
     mean NLL is a ratio estimator (delta method), and ``se(ppl) = ppl * se(mean NLL)``.
     Whatever hooks are attached to ``model`` (e.g. ``maps.apply``) act during scoring.
     """
-    metric = Perplexity(ignore_index=IGNORE)
     device = next(model.parameters()).device
     nll, count = [], []
     side, tokenizer.padding_side = tokenizer.padding_side, "right"
@@ -35,22 +33,22 @@ def perplexity_with_se(
                 max_length=max_length,
                 return_tensors="pt",
             ).to(device)
-            logits = model(**batch, use_cache=False).logits.float()[:, :-1].cpu()
-            labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, IGNORE)[:, 1:].cpu()
-            metric.update(logits, labels)
+            logits = model(**batch, use_cache=False).logits[:, :-1]
+            labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, IGNORE)[:, 1:]
+            # one pass over the (rows, vocabulary) logits, contiguous, in float32
             token_nll = torch.nn.functional.cross_entropy(
-                logits.transpose(1, 2), labels, ignore_index=IGNORE, reduction="none"
+                logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE, reduction="none"
             )
-            nll.append(token_nll.double().sum(1))
-            count.append((labels != IGNORE).sum(1).double())
+            nll.append(token_nll.view(labels.shape).double().sum(1).cpu())
+            count.append((labels != IGNORE).sum(1).double().cpu())
     finally:
         tokenizer.padding_side = side
-    value = float(metric.compute())
     nll_t, count_t = torch.cat(nll), torch.cat(count)
+    mean = nll_t.sum() / count_t.sum()
+    value = math.exp(float(mean))
     n = nll_t.numel()
     if n < 2:
         return value, float("nan")
-    mean = nll_t.sum() / count_t.sum()
     se_mean = ((nll_t - mean * count_t).pow(2).sum() / (n - 1)).sqrt() * math.sqrt(n) / count_t.sum()
     return value, value * float(se_mean)
 

@@ -39,11 +39,11 @@ def load_causal_lm(
     source = resolve(spec)
     tokenizer = AutoTokenizer.from_pretrained(source.path, trust_remote_code=trust_remote_code)
     if source.shape is not None:
-        model = random_model(source.shape, parse_dtype(dtype), device or "cpu")
+        model = random_model(source.shape, parse_dtype(dtype, device), device or "cpu")
         return model.requires_grad_(False).eval(), tokenizer
     with quiet_progress():
         model = AutoModelForCausalLM.from_pretrained(
-            source.path, dtype=parse_dtype(dtype), trust_remote_code=trust_remote_code, device_map=device
+            source.path, dtype=parse_dtype(dtype, device), trust_remote_code=trust_remote_code, device_map=device
         )
     return model.requires_grad_(False).eval(), tokenizer
 

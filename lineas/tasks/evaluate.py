@@ -47,7 +47,9 @@ def evaluate(
 
     Returns the metric rows and the generated rows. ``maps=None`` evaluates ``model`` as it is
     (e.g. a merged checkpoint) once, reported at strength 1. ``on_row`` gets each metric row as it is done.
+    Continuations and perplexity texts both run in batches of ``sampling.batch_size``.
     """
+    sampling = sampling or Sampling()
     metrics, generations = [], []
     for lam in strengths if maps is not None else [1.0]:
         rows = generate(model, tokenizer, prompts, maps, (lam,), sampling, progress=progress)
@@ -55,7 +57,7 @@ def evaluate(
         toxicity.update([r["continuation"] for r in rows])
         tox = toxicity.compute()
         with maps.apply(model, strength=lam) if maps is not None else nullcontext():
-            ppl, ppl_se = perplexity_with_se(model, tokenizer, neutral, progress=progress)
+            ppl, ppl_se = perplexity_with_se(model, tokenizer, neutral, sampling.batch_size, progress=progress)
         metrics.append(
             {
                 "strength": lam,

@@ -96,6 +96,26 @@ def _left_padded(tokenizer: Any) -> Iterator[Any]:
         tokenizer.padding_side = saved
 
 
+@contextmanager
+def _contiguous_head(model: nn.Module) -> Iterator[None]:
+    """The output head gets a contiguous input inside the block.
+
+    Workaround: at the first step of ``generate``, transformers feeds the head ``hidden[:, -1:, :]``, a
+    strided slice, and ``F.linear`` on a strided 3-D input materialises one copy of the weight per row on
+    CPU: a SmolLM2 head (49152 x 576) took 1.83 s in bfloat16 (0.20 s in float32) against 0.013 s
+    (0.039 s) on the same rows made contiguous, for 16 prompts.
+    """
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if head is None:
+        yield
+        return
+    handle = head.register_forward_pre_hook(lambda _, args: (args[0].contiguous(), *args[1:]))
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
 def format_prompts(tokenizer: Any, prompts: Sequence[str], chat_template: bool) -> list[str]:
     """The texts fed to the model: the prompts, or each wrapped as a user message of the chat template."""
     if not chat_template:
@@ -153,6 +173,7 @@ def generate(
     try:
         with (
             _left_padded(tokenizer),
+            _contiguous_head(model),
             tqdm(total=len(columns) * len(batches), desc="generate", unit="batch", disable=not progress) as bar,
         ):
             kwargs.setdefault("pad_token_id", tokenizer.pad_token_id)

@@ -119,8 +119,11 @@ def export_gguf(
     source = resolve(spec).gguf
     with atomic_dir(output_dir, overwrite=overwrite) as tmp:
         if source is not None:
-            tensors = _from_gguf(source, changed, tensor_type)
-            metadata = _gguf_metadata(source)
+            from gguf import GGUFReader
+
+            reader = GGUFReader(source)  # parsing its fields (the 49k-token vocabulary) is the slow part: once
+            tensors = _from_gguf(reader, changed, tensor_type)
+            metadata = _gguf_metadata(reader)
         else:
             full = {
                 gguf_name(n): gguf_layout(n, p, base.config)
@@ -155,12 +158,10 @@ def _typed(x: np.ndarray, tensor_type: str) -> tuple[np.ndarray, Any]:
     return quantize(x.astype(np.float32), GGMLQuantizationType.Q8_0), GGMLQuantizationType.Q8_0
 
 
-def _from_gguf(source: str, changed: dict[str, np.ndarray], tensor_type: str) -> Iterator[tuple[str, np.ndarray, Any]]:
-    """The base file's tensors, those in ``changed`` replaced, the new ones (biases) appended."""
-    from gguf import GGUFReader
-
+def _from_gguf(reader: Any, changed: dict[str, np.ndarray], tensor_type: str) -> Iterator[tuple[str, np.ndarray, Any]]:
+    """The base file's tensors (a ``GGUFReader``), those in ``changed`` replaced, the new ones (biases) appended."""
     seen = set()
-    for t in GGUFReader(source).tensors:
+    for t in reader.tensors:
         seen.add(t.name)
         if t.name in changed:
             yield t.name, *_typed(changed[t.name], tensor_type)
@@ -170,12 +171,12 @@ def _from_gguf(source: str, changed: dict[str, np.ndarray], tensor_type: str) ->
         yield name, *_typed(changed[name], tensor_type)
 
 
-def _gguf_metadata(source: str, prefix: str = "") -> list[tuple[str, Any, Any, Any]]:
-    """``(key, value, type, sub_type)`` of every field of a GGUF file (those starting with ``prefix``)."""
-    from gguf import GGUFReader, GGUFValueType, Keys
+def _gguf_metadata(reader: Any, prefix: str = "") -> list[tuple[str, Any, Any, Any]]:
+    """``(key, value, type, sub_type)`` of every field of a GGUF file (a ``GGUFReader``) starting with ``prefix``."""
+    from gguf import GGUFValueType, Keys
 
     out = []
-    for field in GGUFReader(source).fields.values():
+    for field in reader.fields.values():
         if field.name.startswith("GGUF.") or field.name == Keys.General.ARCHITECTURE:
             continue
         if field.name.startswith(prefix):
@@ -216,7 +217,9 @@ def _hf_metadata(config: Any, tokenizer: Any) -> list[tuple[str, Any, Any, Any]]
         ("llama.attention.layer_norm_rms_epsilon", float(config.rms_norm_eps), T.FLOAT32, None),
         ("general.name", getattr(config, "name_or_path", "") or "lineas model", T.STRING, None),
     ]
-    return out + _gguf_metadata(str(gguf_dir() / GGUF_FILE), prefix="tokenizer.")
+    from gguf import GGUFReader
+
+    return out + _gguf_metadata(GGUFReader(gguf_dir() / GGUF_FILE), prefix="tokenizer.")
 
 
 def _write(

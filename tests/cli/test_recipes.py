@@ -44,6 +44,8 @@ def test_smollm2_recipes_are_mergeable_lineas_fits_with_sparsity(tmp_path, recip
     assert cfg.module.estimator == "lineas" and not cfg.module.clip  # unclipped: they fold into weights
     assert cfg.callbacks.export_merged is not None and cfg.callbacks.evaluate is not None
     assert cfg.backbone.model == "offline:smollm2-135m-instruct" and cfg.module.sites == "mlp_out"
+    # the default takes bfloat16 where the hardware has it; the others keep the base of their README figures
+    assert cfg.backbone.dtype == ("auto" if recipe == "toxicity_smollm2" else "float32")
     if recipe == "toxicity_smollm2_paper":  # the official schedule
         assert (cfg.module.lr, cfg.trainer.max_steps, list(cfg.module.betas)) == (1e-3, 1000, [0.9, 0.9])
 

@@ -96,6 +96,24 @@ def test_hook_on_bf16_output_stays_bf16_with_float32_maps_and_grads():
     assert net.inner.weight.dtype == torch.bfloat16
 
 
+def test_capture_of_a_mapped_bf16_site_is_the_float32_map_output():
+    """The loss sees the map's float32 output; the model goes on with that value rounded to bfloat16."""
+    torch.manual_seed(0)
+    net = _Wrap(nn.Linear(8, 8).to(torch.bfloat16))
+    x = torch.randn(3, 4, 8, dtype=torch.bfloat16)
+    base = net(x).detach()
+    maps = random_maps(["inner"], [8], scale=0.5)
+    capture: dict = {}
+    with lineas.attach(net, maps.sites, maps, capture):
+        out = net(x)
+    got = capture[maps.sites[0]]
+    w, b = maps.omega[0].detach(), maps.beta[0].detach()
+    assert got.dtype == torch.float32 and out.dtype == torch.bfloat16
+    torch.testing.assert_close(got.detach(), base.double().mul(w.double()).add(b.double()).float(), rtol=2e-7, atol=0)
+    assert torch.equal(out.detach(), got.detach().to(torch.bfloat16))
+    assert not torch.equal(got.detach(), got.detach().to(torch.bfloat16).float())  # bfloat16 would round it
+
+
 def test_hooks_removed_after_exception_in_block():
     net = _Wrap(nn.Identity())
     maps = random_maps(["inner"], [3])

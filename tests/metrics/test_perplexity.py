@@ -25,6 +25,20 @@ def test_perplexity_matches_direct_nll_and_ignores_padding(tiny_llama):
     assert abs(perplexity(model, tok, texts, batch_size=2, progress=False) - expected) < 1e-3 * expected
 
 
+def test_perplexity_equals_torchmetrics_on_a_padded_batch(tiny_llama):
+    from torchmetrics.text import Perplexity
+
+    model, tok = tiny_llama.model, tiny_llama.tokenizer
+    texts = ["The river flows through the old town.", "Birds sing.", "A quiet morning in the hills."]
+    tok.padding_side = "right"
+    batch = tok(texts, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        logits = model(**batch).logits[:, :-1]
+    labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)[:, 1:]
+    reference = float(Perplexity(ignore_index=-100)(logits, labels))
+    assert abs(perplexity(model, tok, texts, batch_size=3, progress=False) - reference) < 1e-5 * reference
+
+
 def test_perplexity_standard_error_against_a_bootstrap_free_delta_method(tiny_llama):
     model, tok = tiny_llama.model, tiny_llama.tokenizer
     texts = [

@@ -114,6 +114,24 @@ def test_strength_zero_samples_what_the_base_model_samples(setup):
     assert [r["continuation"] for r in other] != at_zero
 
 
+def test_head_gets_contiguous_rows_during_generate_only(setup):
+    """The workaround for F.linear on a strided slice: the head's input is contiguous inside generate()
+    (at the first step transformers passes it ``hidden[:, -1:, :]``), and the pre-hook is gone after."""
+    model, tok = setup["model"], setup["tokenizer"]
+    head = model.get_output_embeddings()
+    seen: list[bool] = []
+    spy = head.register_forward_hook(lambda _, args, out: seen.append(args[0].is_contiguous()))
+    try:
+        generate(model, tok, PROMPTS, do_sample=False, max_new_tokens=3, progress=False)
+        assert len(seen) == 3 and all(seen)
+        assert not head._forward_pre_hooks
+        seen.clear()
+        model(**tok(PROMPTS[:2], return_tensors="pt", padding=True), logits_to_keep=1)
+        assert seen == [False]  # transformers' own slice: what the workaround is for
+    finally:
+        spy.remove()
+
+
 def test_cli_end_to_end(setup, tmp_path):
     root = setup["root"]
     prompts = tmp_path / "prompts.txt"
