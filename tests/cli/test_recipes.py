@@ -38,7 +38,9 @@ def test_hub_recipe(tmp_path, recipe):
     assert len(module._checkpoint) == (3 if cfg.module.checkpointing else 0)
 
 
-@pytest.mark.parametrize("recipe", ["toxicity_smollm2", "toxicity_smollm2_sparse", "toxicity_smollm2_paper"])
+@pytest.mark.parametrize(
+    "recipe", ["toxicity_smollm2", "toxicity_smollm2_float32", "toxicity_smollm2_sparse", "toxicity_smollm2_paper"]
+)
 def test_smollm2_recipes_are_mergeable_lineas_fits_with_sparsity(tmp_path, recipe):
     cfg = compose_cfg(f"recipe={recipe}", f"output_dir={tmp_path}")
     assert cfg.module.estimator == "lineas" and not cfg.module.clip  # unclipped: they fold into weights
@@ -48,6 +50,15 @@ def test_smollm2_recipes_are_mergeable_lineas_fits_with_sparsity(tmp_path, recip
     assert cfg.backbone.dtype == ("auto" if recipe == "toxicity_smollm2" else "float32")
     if recipe == "toxicity_smollm2_paper":  # the official schedule
         assert (cfg.module.lr, cfg.trainer.max_steps, list(cfg.module.betas)) == (1e-3, 1000, [0.9, 0.9])
+    elif recipe == "toxicity_smollm2":  # the fast default (README "Time to steer")
+        assert (cfg.module.lr, cfg.trainer.max_steps, list(cfg.callbacks.evaluate.strengths)) == (3e-2, 30, [0, 1])
+    else:  # the schedule of the README's result tables
+        assert (cfg.module.lr, cfg.trainer.max_steps, list(cfg.callbacks.evaluate.strengths)) == (
+            1e-2,
+            100,
+            [0, 0.5, 1],
+        )
+        assert cfg.callbacks.evaluate.sampling.batch_size == 16
 
 
 @pytest.mark.slow
