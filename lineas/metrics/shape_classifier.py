@@ -1,0 +1,53 @@
+"""The shape classifier of :mod:`lineas.metrics.shapes`: a small CNN on 20x20 soft-mask crops of one object.
+
+Trained by :mod:`lineas.metrics.train_shape_classifier` (seeded, on generator renders); the weights ship
+as ``lineas/data/shapes/shape_classifier.safetensors``.
+"""
+
+from __future__ import annotations
+
+from importlib.resources import files
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from lineas.models.shapes.world import SHAPES
+
+WEIGHTS = "shape_classifier.safetensors"
+CROP = 20  # side of the classifier's input, pixels
+
+
+class ShapeNet(nn.Module):
+    """Three 3x3 conv layers (16, 32, 32 channels, two 2x2 max-pools) and a linear layer over the 5x5 map."""
+
+    def __init__(self, n_classes: int = len(SHAPES)) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(1, 16, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(16, 32, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(32, 32, 3, padding=1),
+            nn.ReLU(),
+        )
+        self.head = nn.Linear(32 * (CROP // 4) ** 2, n_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(M, 1, 20, 20) crops -> (M, 3) logits."""
+        return self.head(self.features(x).flatten(1))
+
+
+def weights_path() -> Path:
+    return Path(str(files("lineas") / "data" / "shapes" / WEIGHTS))
+
+
+def load_classifier(path: str | Path | None = None) -> ShapeNet:
+    """The trained classifier (CPU, eval mode, no grad)."""
+    from safetensors.torch import load_file
+
+    net = ShapeNet()
+    net.load_state_dict(load_file(str(path if path is not None else weights_path())))
+    return net.eval().requires_grad_(False)

@@ -1,0 +1,98 @@
+"""The trained shapes-world pipeline (``offline:shapes-sd``): a plain diffusers folder that follows its captions,
+and the seeded, resumable training script that made it."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from lineas.models.diffusion import DiffusionPipe
+from lineas.models.shapes import train as shapes_train
+from lineas.models.shapes.pipeline import SPEC, shapes_sd_dir
+from lineas.models.sources import resolve
+from lineas.tasks.shapes import all_captions, check_base
+
+
+@pytest.mark.slow  # a fresh Python that imports diffusers
+def test_the_spec_names_the_shipped_folder_and_plain_diffusers_loads_it():
+    folder = shapes_sd_dir()
+    assert resolve(SPEC).path == str(folder) and resolve(SPEC).is_pipeline
+    assert resolve(SPEC).pipeline_settings["height"] == 32
+    weights = sorted(folder.rglob("*.safetensors"))
+    assert {p.parent.name for p in weights} == {"unet", "vae", "text_encoder"}
+    assert sum(p.stat().st_size for p in weights) < 12e6  # small: the committed size is in the README
+    code = (
+        "import sys, diffusers; p = diffusers.DiffusionPipeline.from_pretrained(sys.argv[1]); "
+        "print(type(p).__name__, p.vae_scale_factor, p.unet.config.sample_size, len(p.tokenizer))"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(folder)], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["StableDiffusionPipeline", "2", "16", "14"]
+
+
+def test_the_backbone_reaches_every_prompt_dependent_norm():
+    backbone = DiffusionPipe(SPEC)
+    assert backbone.family == "stable_diffusion" and backbone.call_kwargs["num_inference_steps"] > 1
+    out = backbone.forward(backbone.collate(["a red circle", "a blue square, striped"]))
+    assert out.shape == (2, 4, 16, 16) and not torch.allclose(out[0], out[1])
+
+
+@pytest.mark.slow  # 140 images
+def test_the_base_model_follows_its_captions():
+    """Captions at seeds no fit or evaluation uses: every one-object caption (the >= 90% target holds), and one
+    two-object caption in six. Pairs fall short of 90% (README: 0.71-0.83 per attribute over all captions); their
+    floors here guard against a regression."""
+    lone = [c for c in all_captions() if " and " not in c]
+    rates = check_base(SPEC, lone, seeds=[7, 8, 9, 10])["all"]
+    assert min(rates[k] for k in ("count", "shape", "colour", "style")) >= 0.9, rates
+    pairs = check_base(SPEC, [c for c in all_captions() if " and " in c][::6], seeds=[7])["all"]
+    assert pairs["style"] >= 0.95 and min(pairs[k] for k in ("count", "shape", "colour")) >= 0.6, pairs
+
+
+def _tiny(work: Path, **kw) -> shapes_train.TrainConfig:
+    cfg = dict(vae_steps=3, vae_batch=4, unet_steps=4, unet_batch=4, warmup=2, save_every=2, log_every=100)
+    cfg.update(scale_samples=16)
+    return shapes_train.TrainConfig(**{**cfg, **kw})
+
+
+def test_training_is_seeded_and_a_killed_run_resumes_exactly(tmp_path, monkeypatch):
+    straight = shapes_train.train(_tiny(tmp_path), tmp_path / "a", out=tmp_path / "out")
+    real = shapes_train.batch_rng
+
+    def dies_at_step_3(cfg, stage, step):
+        if stage == "unet" and step == 3:
+            raise KeyboardInterrupt
+        return real(cfg, stage, step)
+
+    monkeypatch.setattr(shapes_train, "batch_rng", dies_at_step_3)
+    with pytest.raises(KeyboardInterrupt):
+        shapes_train.train(_tiny(tmp_path), tmp_path / "b")
+    monkeypatch.setattr(shapes_train, "batch_rng", real)
+    resumed = shapes_train.train(_tiny(tmp_path), tmp_path / "b")
+    for name in ("unet", "text_encoder", "vae"):
+        a, b = getattr(straight, name).state_dict(), getattr(resumed, name).state_dict()
+        assert all(torch.equal(a[k], b[k]) for k in a), name
+    record = json.loads((tmp_path / "out" / "training.json").read_text())
+    assert record["config"]["unet_steps"] == 4 and record["parameters"]["unet"] > 1e6
+    assert resolve(str(tmp_path / "out")).pipeline_settings["num_inference_steps"] > 1
+
+
+@pytest.mark.slow  # ~45 s on one thread
+def test_the_training_script_retraces_the_committed_run(tmp_path, capsys):
+    """The default settings' first 25 denoiser steps, on the committed VAE, log the committed run's loss (its
+    ``training_log.txt``): same initial weights, batches, noise and updates. The full run is the README's command."""
+    committed = re.search(r"unet step 25: loss (\S+)", (shapes_sd_dir() / "training_log.txt").read_text())
+    vae = DiffusionPipe(SPEC).pipe.vae
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the committed run's setting: the same reduction order
+    try:
+        shapes_train.train_denoiser(shapes_train.TrainConfig(unet_steps=25), tmp_path, vae)
+    finally:
+        torch.set_num_threads(threads)
+    ours = re.search(r"unet step 25: loss (\S+)", capsys.readouterr().out)
+    assert abs(float(ours.group(1)) - float(committed.group(1))) <= 1e-4, (ours.group(0), committed.group(0))

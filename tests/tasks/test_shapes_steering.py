@@ -1,0 +1,98 @@
+"""Shapes-world steering: the shipped prompt sets, the rates on generator images with known labels, and the
+recipes on the trained pipeline (``offline:shapes-sd``) against their strength-1 targets."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lineas.core.prompts import read_prompts
+from lineas.models.shapes.world import parse_caption, scenes_for_captions
+from lineas.tasks.shapes import EXPERIMENTS, REMOVED, prompt_sets, rates, shapes_data, without
+
+
+def test_shipped_prompt_sets_are_the_seeded_ones_and_disjoint():
+    sets = prompt_sets()
+    for name, prompts in sets.items():
+        assert read_prompts(shapes_data(f"{name}.txt")) == prompts, name
+    assert {len(p) for p in sets.values()} == {40, 48, 56}
+    # held-out and development captions show other scenes; the targets are the sources' captions with the style /
+    # without the circle
+    for a, b in [("plain", "plain_eval"), ("plain", "plain_dev"), ("plain_eval", "plain_dev")]:
+        assert not set(sets[a]) & set(sets[b]), (a, b)
+    for a, b in [("circle", "circle_eval"), ("circle", "circle_dev"), ("circle_eval", "circle_dev")]:
+        assert not set(sets[a]) & set(sets[b]), (a, b)
+    assert sorted(sets["striped"]) == sorted(c + ", striped" for c in sets["plain"]) != sets["striped"]
+    assert not any(parse_caption(c)[1] for c in sets["plain"] + sets["plain_eval"] + sets["plain_dev"])
+    for c in sets["circle"] + sets["circle_eval"] + sets["circle_dev"]:
+        shapes = [s for s, _ in parse_caption(c)[0]]
+        assert len(shapes) == 2 and shapes.count(REMOVED) == 1
+    assert sorted(sets["no_circle"]) == sorted(without(c) for c in sets["circle"])
+    assert not any(REMOVED in c for c in sets["no_circle"])
+    assert without("a red circle and a blue square, striped") == "a blue square, striped"
+
+
+def test_rates_read_generator_images_exactly():
+    rng = np.random.default_rng(0)
+    plain = read_prompts(shapes_data(EXPERIMENTS["style"]["eval"]))
+    base = rates("style", scenes_for_captions(plain, rng).render(), plain)
+    styled = rates("style", scenes_for_captions([c + ", striped" for c in plain], rng).render(), plain)
+    assert base == {"concept": 0.0, "kept_count": 1.0, "kept_pair": 1.0, "preserved": 1.0}
+    assert styled == {"concept": 1.0, "kept_count": 1.0, "kept_pair": 1.0, "preserved": 1.0}
+    circles = read_prompts(shapes_data(EXPERIMENTS["removal"]["eval"]))
+    base = rates("removal", scenes_for_captions(circles, rng).render(), circles)
+    removed = rates("removal", scenes_for_captions([without(c) for c in circles], rng).render(), circles)
+    assert base["concept"] == 1.0 and base["preserved"] == 1.0 and base["one_object"] == 0.0
+    assert removed == {"concept": 0.0, "kept_pair": 1.0, "kept_style": 1.0, "preserved": 1.0, "one_object": 1.0}
+    # a wrong style on every image: nothing preserved
+    wrong = rates("removal", scenes_for_captions([_flip(without(c)) for c in circles], rng).render(), circles)
+    assert wrong["kept_style"] == 0.0 and wrong["preserved"] == 0.0
+
+
+def _flip(text: str) -> str:
+    return text.removesuffix(", striped") if text.endswith(", striped") else text + ", striped"
+
+
+TARGETS = {"shapes_style": "style", "shapes_concept_removal": "removal"}
+
+
+@pytest.mark.slow  # about 3 minutes each on the 2-core box: fit, merged export, 192 + 16 images
+@pytest.mark.parametrize("recipe", sorted(TARGETS))
+def test_recipe_steers_held_out_captions_and_seeds(recipe, tmp_path):
+    """The recipe as shipped (fit + merged export), then the rates at strengths 0 and 1 on the held-out captions
+    at two of the README's evaluation seeds (the fit and the settings' choice never saw them); and the merged
+    pipeline draws the live maps' images."""
+    from lineas.cli.train import train
+    from lineas.core.maps import load_maps
+    from lineas.models.diffusion import load_pipeline
+    from lineas.models.sources import resolve
+    from lineas.tasks.shapes import evaluate, generate
+    from tests.helpers import compose_cfg
+
+    cfg = compose_cfg(
+        f"recipe={recipe}",
+        f"output_dir={tmp_path}",
+        "trainer.enable_progress_bar=false",
+        "callbacks.image_grid=null",
+    )
+    train(cfg)
+    maps = load_maps(tmp_path / "maps")
+    experiment = TARGETS[recipe]
+    pipe = load_pipeline("offline:shapes-sd")
+    base, steered = evaluate(experiment, maps, [0.0, 1.0], seeds=[200, 201], pipe=pipe)
+    # Measured at these seeds with the recipes as shipped: style 0.000 -> 0.948 striped, preserved_of_base
+    # 0.640; removal 0.844 -> 0.219 images with a circle (3.85x fewer), preserved_of_base 0.775. The style
+    # target (>= 80% at strength 1) holds; the removal cut (>= 5x) and preservation (>= 90%) targets do not
+    # yet (README): these floors guard against regressions.
+    if experiment == "style":
+        assert base["concept"] <= 0.05 and steered["concept"] >= 0.8, (base, steered)
+        assert steered["preserved_of_base"] >= 0.55, steered
+    else:
+        assert base["concept"] >= 0.8 and steered["concept"] <= base["concept"] / 3, (base, steered)
+        assert steered["preserved_of_base"] >= 0.7, steered
+    # merged at strength 1 (a plain diffusers folder) == live maps at strength 1, in float
+    prompts = read_prompts(shapes_data(EXPERIMENTS[experiment]["eval"]))[:8]
+    call = resolve("offline:shapes-sd").pipeline_settings
+    live = generate(pipe, prompts, [200], maps, [1.0], **call)[0]
+    merged = generate(load_pipeline(str(tmp_path / "merged")), prompts, [200], **call)[0]
+    assert (live - merged).abs().max() < 1e-4
