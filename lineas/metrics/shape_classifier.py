@@ -6,12 +6,12 @@ as ``lineas/data/shapes/shape_classifier.safetensors``.
 
 from __future__ import annotations
 
-from importlib.resources import files
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from lineas.core.files import data_path
 from lineas.models.shapes.world import SHAPES
 
 WEIGHTS = "shape_classifier.safetensors"
@@ -41,7 +41,8 @@ class ShapeNet(nn.Module):
 
 
 def weights_path() -> Path:
-    return Path(str(files("lineas") / "data" / "shapes" / WEIGHTS))
+    """The shipped weights (``lineas/data/shapes/shape_classifier.safetensors``)."""
+    return Path(data_path(f"shapes/{WEIGHTS}"))
 
 
 def load_classifier(path: str | Path | None = None) -> ShapeNet:

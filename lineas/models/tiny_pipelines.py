@@ -9,7 +9,6 @@ Each pipeline is saved once with ``save_pretrained`` under :func:`lineas.models.
 
 from __future__ import annotations
 
-import json
 import re
 from importlib.resources import files
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any, Callable
 import torch
 
 from lineas.core.errors import ModelSourceError
-from lineas.core.files import PIPELINE_SETTINGS
+from lineas.core.files import PIPELINE_SETTINGS, write_json
 from lineas.models.cache import cached
 
 BOS, EOS, UNK = "<|startoftext|>", "<|endoftext|>", "<|unk|>"
@@ -56,18 +55,19 @@ def tiny_tokenizer() -> Any:
     return word_level_tokenizer(tokenizer_words(), MAX_TOKENS)
 
 
-def _clip(vocab_size: int) -> Any:
+def clip_text_encoder(vocab_size: int, width: int = WIDTH, layers: int = 2, max_tokens: int = MAX_TOKENS) -> Any:
+    """A small ``CLIPTextModel`` (4 heads, MLP twice the width; random weights), ids 0 / 1 for BOS / EOS-pad."""
     from transformers import CLIPTextConfig, CLIPTextModel
 
     return CLIPTextModel(
         CLIPTextConfig(
             vocab_size=vocab_size,
-            hidden_size=WIDTH,
-            intermediate_size=2 * WIDTH,
-            num_hidden_layers=2,
+            hidden_size=width,
+            intermediate_size=2 * width,
+            num_hidden_layers=layers,
             num_attention_heads=4,
-            max_position_embeddings=MAX_TOKENS,
-            projection_dim=WIDTH,
+            max_position_embeddings=max_tokens,
+            projection_dim=width,
             bos_token_id=0,
             eos_token_id=1,
             pad_token_id=1,
@@ -75,19 +75,20 @@ def _clip(vocab_size: int) -> Any:
     )
 
 
-def _vae(latent_channels: int, **kw: Any) -> Any:
+def autoencoder(latent_channels: int, channels: tuple[int, ...] = (8, 16, 16), groups: int = 4, **kw: Any) -> Any:
+    """An ``AutoencoderKL`` for 32x32 images with ``len(channels) - 1`` downsamplings (random weights)."""
     from diffusers import AutoencoderKL
 
-    # three blocks: a scale factor of 4 (32x32 images, 8x8 latents)
+    n = len(channels)
     return AutoencoderKL(
         in_channels=3,
         out_channels=3,
         latent_channels=latent_channels,
-        down_block_types=["DownEncoderBlock2D"] * 3,
-        up_block_types=["UpDecoderBlock2D"] * 3,
-        block_out_channels=[8, 16, 16],
+        down_block_types=["DownEncoderBlock2D"] * n,
+        up_block_types=["UpDecoderBlock2D"] * n,
+        block_out_channels=list(channels),
         layers_per_block=1,
-        norm_num_groups=4,
+        norm_num_groups=groups,
         sample_size=32,
         **kw,
     )
@@ -114,8 +115,8 @@ def build_tiny_sd() -> Any:
         beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, timestep_spacing="trailing", steps_offset=1
     )
     return StableDiffusionPipeline(
-        vae=_vae(4),
-        text_encoder=_clip(len(tokenizer)),
+        vae=autoencoder(4),  # a scale factor of 4: 8x8 latents
+        text_encoder=clip_text_encoder(len(tokenizer)),
         tokenizer=tokenizer,
         unet=unet,
         scheduler=scheduler,
@@ -158,8 +159,8 @@ def build_tiny_flux() -> Any:
     )
     return FluxPipeline(
         scheduler=FlowMatchEulerDiscreteScheduler(shift=1.0, use_dynamic_shifting=False),
-        vae=_vae(4, shift_factor=0.0, scaling_factor=1.0, use_quant_conv=False, use_post_quant_conv=False),
-        text_encoder=_clip(len(tokenizer)),
+        vae=autoencoder(4, shift_factor=0.0, scaling_factor=1.0, use_quant_conv=False, use_post_quant_conv=False),
+        text_encoder=clip_text_encoder(len(tokenizer)),
         tokenizer=tokenizer,
         text_encoder_2=t5,
         tokenizer_2=tiny_tokenizer(),
@@ -190,6 +191,6 @@ def tiny_pipeline_dir(family: str, seed: int = 0) -> Path:
     def build(tmp: Path) -> None:
         torch.manual_seed(seed)
         TINY_PIPELINES[family]().save_pretrained(tmp)
-        (tmp / PIPELINE_SETTINGS).write_text(json.dumps(CALL_SETTINGS[family], indent=2) + "\n")
+        write_json(tmp / PIPELINE_SETTINGS, CALL_SETTINGS[family])
 
     return cached(f"tiny-pipeline-{family}-seed{seed}", build, marker="model_index.json")

@@ -12,14 +12,14 @@ with classifier-free guidance (:data:`CALL_SETTINGS`). The weights are trained b
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from importlib.resources import files
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from lineas.core.errors import ModelSourceError
+from lineas.core.files import data_path
 from lineas.models.shapes.world import SIZE, vocabulary
-from lineas.models.tiny_pipelines import word_level_tokenizer
+from lineas.models.tiny_pipelines import autoencoder, clip_text_encoder, word_level_tokenizer
 
 SPEC = "offline:shapes-sd"
 MAX_TOKENS = 16  # the longest caption has 11 words and a comma, plus the two special tokens
@@ -45,10 +45,6 @@ class ShapesSDConfig:
     attention_heads: int = 4
     text_width: int = 64
     text_layers: int = 2
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def shapes_tokenizer() -> Any:
@@ -58,40 +54,12 @@ def shapes_tokenizer() -> Any:
 
 def build_vae(cfg: ShapesSDConfig = ShapesSDConfig()) -> Any:
     """An ``AutoencoderKL`` with ``len(cfg.vae_channels) - 1`` downsamplings (random weights)."""
-    from diffusers import AutoencoderKL
-
-    n = len(cfg.vae_channels)
-    return AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        latent_channels=cfg.latent_channels,
-        down_block_types=["DownEncoderBlock2D"] * n,
-        up_block_types=["UpDecoderBlock2D"] * n,
-        block_out_channels=list(cfg.vae_channels),
-        layers_per_block=1,
-        norm_num_groups=8,
-        sample_size=SIZE,
-    )
+    return autoencoder(cfg.latent_channels, cfg.vae_channels, groups=8)
 
 
 def build_text_encoder(vocab_size: int, cfg: ShapesSDConfig = ShapesSDConfig()) -> Any:
     """A small ``CLIPTextModel`` (random weights)."""
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    return CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=vocab_size,
-            hidden_size=cfg.text_width,
-            intermediate_size=2 * cfg.text_width,
-            num_hidden_layers=cfg.text_layers,
-            num_attention_heads=4,
-            max_position_embeddings=MAX_TOKENS,
-            projection_dim=cfg.text_width,
-            bos_token_id=0,
-            eos_token_id=1,
-            pad_token_id=1,
-        )
-    )
+    return clip_text_encoder(vocab_size, cfg.text_width, cfg.text_layers, MAX_TOKENS)
 
 
 def build_unet(cfg: ShapesSDConfig = ShapesSDConfig(), latent_size: int = SIZE // 2) -> Any:
@@ -109,7 +77,6 @@ def build_unet(cfg: ShapesSDConfig = ShapesSDConfig(), latent_size: int = SIZE /
         cross_attention_dim=cfg.text_width,
         attention_head_dim=cfg.attention_heads,  # diffusers' name for the number of heads here
         norm_num_groups=8,
-        **cfg.extra,
     )
 
 
@@ -155,7 +122,7 @@ def assemble(vae: Any, text_encoder: Any, unet: Any, tokenizer: Any | None = Non
 
 def shapes_sd_dir() -> Path:
     """The committed, trained pipeline folder (``lineas/data/shapes_sd``)."""
-    path = Path(str(files("lineas") / "data" / "shapes_sd"))
+    path = Path(data_path("shapes_sd"))
     if not (path / "model_index.json").is_file():
         raise ModelSourceError(
             f"{SPEC}: no trained pipeline at {path}; train it with `python -m lineas.models.shapes.train`"

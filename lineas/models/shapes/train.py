@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import math
 import sys
 import time
@@ -227,7 +226,7 @@ def train(cfg: TrainConfig, work: str | Path, out: str | Path | None = None) -> 
     if out is not None:
         record = {
             "config": asdict(cfg),
-            "model": sp.ShapesSDConfig().to_dict(),
+            "model": asdict(sp.ShapesSDConfig()),
             "threads": torch.get_num_threads(),
             "torch": torch.__version__,
             "vae": vae_record,
@@ -239,7 +238,7 @@ def train(cfg: TrainConfig, work: str | Path, out: str | Path | None = None) -> 
         }
         with atomic_dir(out) as tmp:
             pipe.save_pretrained(tmp)
-            (tmp / PIPELINE_SETTINGS).write_text(json.dumps(sp.CALL_SETTINGS, indent=2) + "\n")
+            write_json(tmp / PIPELINE_SETTINGS, sp.CALL_SETTINGS)
             write_json(tmp / "training.json", record)
         _log(f"pipeline written to {out}")
     return pipe
