@@ -65,8 +65,13 @@ def attach(
     capture: dict[Site, torch.Tensor] | None = None,
     stop_after: Site | None = None,
     checkpoint: Sequence[str] = (),
+    accumulate: bool = False,
 ) -> Iterator[None]:
     """Within the block, ``maps`` (if any) act on ``sites``; outputs land in ``capture``.
+
+    A site that fires several times in the block (a sampler's denoising steps) leaves its last output
+    in ``capture``, or with ``accumulate`` all of them, concatenated along the feature axis in firing
+    order: each (firing, feature) pair is then a dimension of its own.
 
     With ``stop_after``, the forward ends right after that site fires (``StopForward`` is
     raised by its hook and swallowed here). The modules named in ``checkpoint`` (blocks, none of
@@ -89,7 +94,8 @@ def attach(
 
     def register(names: list[str]) -> list[torch.utils.hooks.RemovableHandle]:
         return [
-            modules[n].register_forward_hook(_site_hook(by_module[n], maps, capture, n == stop_module)) for n in names
+            modules[n].register_forward_hook(_site_hook(by_module[n], maps, capture, n == stop_module, accumulate))
+            for n in names
         ]
 
     inner: dict[str, list[str]] = {block: [n for n in by_module if n.startswith(block + ".")] for block in checkpoint}
@@ -115,7 +121,11 @@ def attach(
 
 
 def _site_hook(
-    entries: list[tuple[int, Site]], maps: SiteMaps | None, capture: dict[Site, torch.Tensor] | None, stop: bool
+    entries: list[tuple[int, Site]],
+    maps: SiteMaps | None,
+    capture: dict[Site, torch.Tensor] | None,
+    stop: bool,
+    accumulate: bool,
 ) -> Callable:
     """The forward hook of one module: map (maps' site indices ``i``) and capture its sites; maybe stop."""
 
@@ -127,7 +137,8 @@ def _site_hook(
                 out = _replace(site, out, mapped.to(t.dtype))
                 t = mapped
             if capture is not None:
-                capture[site] = t
+                seen = capture.get(site) if accumulate else None
+                capture[site] = t if seen is None else torch.cat((seen, t), channel_dim(t))
         if stop:
             raise StopForward
         return out

@@ -3,6 +3,8 @@
 The loop never asks "text or image?". It asks a backbone to ``collate`` prompts into a batch,
 to run ``forward(batch)`` (hooks attached by the caller end it after the last site), and for
 ``position_mask(batch)``: which positions of a site output are real samples (None: all of them).
+``fit_steps`` says how many times each site fires in one ``forward``: 1 for a language model, the
+number of denoising steps fitted for a diffusion sampler (then the forward runs to its end).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ DTYPES = {
 class Backbone(Protocol):
     model: nn.Module
     spec: str
+    fit_steps: int
 
     def collate(self, prompts: list[str]) -> dict[str, Any]: ...
 

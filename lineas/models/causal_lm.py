@@ -67,6 +67,7 @@ class CausalLM:
         device: str | None = None,
     ) -> None:
         self.spec = model
+        self.fit_steps = 1
         self.model, self.tokenizer = load_causal_lm(model, dtype, device, trust_remote_code)
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token

@@ -1,10 +1,14 @@
 """Diffusers text-to-image pipelines as backbones (Stable Diffusion, SDXL, FLUX).
 
-The fitting forward is the pipeline's FIRST denoising step: the prompts go through the pipeline's own
-``encode_prompt`` (so text-encoder sites fire), then the denoiser runs once on fixed-seed initial
-latents (the same noise for every prompt, so activations depend on the prompt alone). Classifier-free
-guidance is off in this forward: only the conditional half would count, so only it is computed.
-Generation (:mod:`lineas.tasks.images`) runs the whole pipeline with the maps attached to every step.
+The fitting forward is the start of the pipeline's own sampling: the prompts go through the
+pipeline's ``encode_prompt`` (so text-encoder sites fire), then the denoiser runs on fixed-seed
+initial latents (the same noise for every prompt, so activations depend on the prompt alone) for the
+first ``fit_steps`` steps of the pipeline's scheduler, each step's latents coming from the previous
+step's output with the maps active, gradients flowing through all of them. ``fit_steps=1`` (default)
+is the paper's setting, the first denoising step. Classifier-free guidance is off in this forward:
+only the conditional half would count, so only it is computed, and with ``fit_steps > 1`` the
+trajectory is the conditional one. Generation (:mod:`lineas.tasks.images`) runs the whole pipeline
+with the maps attached to every step.
 
 Site outputs: 4-D UNet feature maps pool over space; token sequences (UNet attention norms, FLUX
 streams, text encoders) pool over all their positions. ``position_mask`` is None: the denoiser
@@ -20,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from lineas.core.errors import ModelSourceError
+from lineas.core.errors import ConfigError, ModelSourceError
 from lineas.models.backbone import parse_dtype
 from lineas.models.sources import resolve
 
@@ -68,7 +72,9 @@ class PipelineModules(nn.Module):
 
 
 class DiffusionPipe:
-    """A frozen diffusers pipeline; the fitting forward is its first denoising step (module docstring).
+    """A frozen diffusers pipeline; the fitting forward is its first ``fit_steps`` denoising steps
+    (module docstring), whose site outputs are concatenated along the features: each (step, feature)
+    is a W2 dimension of its own.
 
     ``model`` is a hub id, a folder or ``tiny:sd`` / ``tiny:flux``. The call settings (``height``,
     ``width``, ``num_inference_steps``, ``guidance_scale``, ``max_sequence_length``; None: the
@@ -86,6 +92,7 @@ class DiffusionPipe:
         guidance_scale: float | None = None,
         max_sequence_length: int | None = None,
         seed: int = 0,
+        fit_steps: int = 1,
     ) -> None:
         self.spec = model
         self.pipe = load_pipeline(model, dtype)
@@ -102,6 +109,10 @@ class DiffusionPipe:
         if self.family != "flux":
             self.call_kwargs.pop("max_sequence_length", None)
         self.seed = seed
+        steps = self.call_kwargs.get("num_inference_steps", 1)
+        if not 1 <= fit_steps <= steps:
+            raise ConfigError(f"backbone.fit_steps={fit_steps}: choose 1 to num_inference_steps ({steps})")
+        self.fit_steps = fit_steps
 
     def collate(self, prompts: list[str]) -> dict[str, Any]:
         return {"prompt": list(prompts)}
@@ -123,19 +134,27 @@ class DiffusionPipe:
         g = torch.Generator().manual_seed(self.seed)
         return torch.randn((1, *shape), generator=g).to(device, dtype).expand(n, *shape)
 
-    def _first_timestep(self, device: torch.device, **kw: Any) -> torch.Tensor:
-        # the scheduler as the pipeline sets it: step count, or FLUX's explicit sigmas and shift mu
+    def _timesteps(self, device: torch.device, **kw: Any) -> torch.Tensor:
+        # the scheduler as the pipeline sets it (which also resets a multistep solver's history): step
+        # count, or FLUX's explicit sigmas and shift mu
         kw = kw or {"num_inference_steps": self.call_kwargs.get("num_inference_steps", 1)}
         self.pipe.scheduler.set_timesteps(device=device, **kw)
-        return self.pipe.scheduler.timesteps[0]
+        return self.pipe.scheduler.timesteps
+
+    def _sample(self, latents: torch.Tensor, timesteps: torch.Tensor, denoise: Any) -> torch.Tensor:
+        """The denoiser's output at the last of the first ``fit_steps`` sampler steps from ``latents``."""
+        for k, t in enumerate(timesteps[: self.fit_steps]):
+            out = denoise(latents, t)
+            if k + 1 < self.fit_steps:
+                latents = self.pipe.scheduler.step(out, t, latents, return_dict=False)[0]
+        return out
 
     def _unet_step(self, prompts: list[str], device: torch.device) -> torch.Tensor:
         pipe, n = self.pipe, len(prompts)
         (height, width), unet = self._size(), pipe.unet
-        t = self._first_timestep(device)
+        timesteps = self._timesteps(device)
         f = pipe.vae_scale_factor
         latents = self._noise(n, (unet.config.in_channels, height // f, width // f), device, unet.dtype)
-        x = pipe.scheduler.scale_model_input(latents * pipe.scheduler.init_noise_sigma, t)
         if self.family == "stable_diffusion_xl":
             embeds, _, pooled, _ = pipe.encode_prompt(prompts, device=device, do_classifier_free_guidance=False)
             time_ids = pipe._get_add_time_ids(
@@ -149,7 +168,12 @@ class DiffusionPipe:
         else:
             embeds, _ = pipe.encode_prompt(prompts, device, 1, False)
             extra = {}
-        return unet(x, t, encoder_hidden_states=embeds, **extra).sample
+
+        def denoise(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            x = pipe.scheduler.scale_model_input(x, t)
+            return unet(x, t, encoder_hidden_states=embeds, **extra).sample
+
+        return self._sample(latents * pipe.scheduler.init_noise_sigma, timesteps, denoise)
 
     def _flux_step(self, prompts: list[str], device: torch.device) -> torch.Tensor:
         import numpy as np
@@ -176,16 +200,20 @@ class DiffusionPipe:
             cfg.get("base_shift", 0.5),
             cfg.get("max_shift", 1.15),
         )
-        t = self._first_timestep(device, sigmas=np.linspace(1.0, 1 / steps, steps), mu=mu)
+        timesteps = self._timesteps(device, sigmas=np.linspace(1.0, 1 / steps, steps), mu=mu)
         guidance = None
         if tr.config.guidance_embeds:
             guidance = torch.full((n,), self.call_kwargs.get("guidance_scale", 3.5), device=device, dtype=torch.float32)
-        return tr(
-            hidden_states=latents,
-            timestep=(t / 1000).expand(n).to(tr.dtype),
-            guidance=guidance,
-            pooled_projections=pooled,
-            encoder_hidden_states=embeds,
-            txt_ids=text_ids,
-            img_ids=image_ids,
-        ).sample
+
+        def denoise(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            return tr(
+                hidden_states=x,
+                timestep=(t / 1000).expand(n).to(tr.dtype),
+                guidance=guidance,
+                pooled_projections=pooled,
+                encoder_hidden_states=embeds,
+                txt_ids=text_ids,
+                img_ids=image_ids,
+            ).sample
+
+        return self._sample(latents, timesteps, denoise)

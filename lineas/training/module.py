@@ -97,6 +97,11 @@ class LinEASModule(L.LightningModule):
                 "module.clip applies to the closed-form baselines (estimator=linear_act or "
                 "mean_shift); LinEAS maps are fitted unclipped"
             )
+        if estimator != "lineas" and backbone.fit_steps > 1:
+            raise ConfigError(
+                f"estimator={estimator} fits each site's map in closed form from one denoising step: "
+                f"set backbone.fit_steps=1 (it is {backbone.fit_steps})"
+            )
         self.estimator = estimator
         if clip:
             quantile_levels(clip_quantiles)  # refuse bad quantiles before any forward pass
@@ -111,6 +116,7 @@ class LinEASModule(L.LightningModule):
                 "estimator": estimator,
                 "clip_quantiles": list(self.clip_quantiles) if self.clip_quantiles else None,
                 "pooling": pooling,
+                "fit_steps": backbone.fit_steps,
                 "normalize": normalize,
                 "shift": shift,
                 "loss": "squared 1-D W2 per dimension; mean over dimensions, then over sites",
@@ -183,11 +189,11 @@ class LinEASModule(L.LightningModule):
         """
         capture: dict = {}
         checkpoint = self._checkpoint if with_maps and torch.is_grad_enabled() else ()
-        stop = self.sites[site] if site is not None else self.last_site if self.early_exit else None
+        steps = self.backbone.fit_steps  # each site fires once per step; the forward must reach the last one
+        stop = self.sites[site] if site is not None else self.last_site if self.early_exit and steps == 1 else None
+        maps = self.maps if with_maps else None
         with (
-            attach(
-                self.base, self.sites, self.maps if with_maps else None, capture, stop_after=stop, checkpoint=checkpoint
-            ),
+            attach(self.base, self.sites, maps, capture, stop_after=stop, checkpoint=checkpoint, accumulate=steps > 1),
             self._prefix_of(batch),
         ):
             self.backbone.forward(batch)
@@ -317,6 +323,7 @@ class LinEASModule(L.LightningModule):
             "estimator": self.estimator,
             "clip_quantiles": self.maps.info["clip_quantiles"],
             "pooling": self.pooling,
+            "fit_steps": self.backbone.fit_steps,
             "normalize": self.normalize,
             "shift": self.maps.info["shift"],
             "sparsity": self.sparsity.as_dict(),

@@ -189,3 +189,18 @@ def test_a_tuple_item_that_is_not_a_tensor_names_the_tensor_items(index, what):
     with pytest.raises(SiteError, match=rf"{what}; its tensor items are \[0\]: write '0:k'"):
         with lineas.attach(net, [Site("0", index)], capture={}):
             net(torch.randn(2, 3))
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 4, 4), (2, 5, 3)])
+def test_a_site_that_fires_twice_is_captured_last_or_accumulated_along_the_features(shape):
+    lin = nn.Linear(3, 3) if len(shape) == 3 else nn.Conv2d(3, 3, 1)
+    site = Site(module="0")
+    net = nn.Sequential(lin)
+    first, second = torch.randn(shape), torch.randn(shape)
+    for accumulate in (False, True):
+        capture: dict = {}
+        with torch.no_grad(), lineas.attach(net, [site], capture=capture, accumulate=accumulate):
+            outs = [net(first), net(second)]
+        axis = 1 if len(shape) == 4 else -1
+        expected = torch.cat(outs, axis) if accumulate else outs[1]
+        torch.testing.assert_close(capture[site], expected, rtol=0, atol=0)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 import lineas
 from lineas import MergeError
@@ -56,3 +57,41 @@ def test_residual_stream_sites_refuse_to_merge(tiny_pipe):
     maps = random_maps_for(tiny_pipe, sites)
     with pytest.raises(MergeError, match="cannot be merged.*residual stream"):
         merge_(PipelineModules(tiny_pipe.pipe), maps, lineas.fold_rules(PipelineModules(tiny_pipe.pipe)))
+
+
+@pytest.mark.parametrize("family", ["sd", "flux"])
+def test_the_fitting_forward_follows_the_pipelines_own_sampler(family):
+    # Reference: the pipeline's own __call__ from the same initial latents, no guidance; the denoiser's
+    # output at step k of it is the fitting forward's output with fit_steps=k.
+    prompts = ["a red circle", "a photo of a cat"]
+    backbones = [lineas.DiffusionPipe(f"tiny:{family}", guidance_scale=1.0, fit_steps=k) for k in (1, 2)]
+    pipe = backbones[0].pipe
+    denoiser = pipe.unet if family == "sd" else pipe.transformer
+    outputs = []
+    handle = denoiser.register_forward_hook(lambda m, a, out: outputs.append(out[0]))
+    with torch.no_grad():
+        fitted = [b.forward(b.collate(prompts)) for b in backbones]
+        outputs.clear()
+        h, w = backbones[0]._size()
+        f = pipe.vae_scale_factor
+        if family == "sd":
+            noise = backbones[0]._noise(
+                len(prompts), (denoiser.config.in_channels, h // f, w // f), "cpu", torch.float32
+            )
+        else:
+            c, lh, lw = denoiser.config.in_channels // 4, 2 * (h // (f * 2)), 2 * (w // (f * 2))
+            noise = pipe._pack_latents(backbones[0]._noise(1, (c, lh, lw), "cpu", torch.float32), 1, c, lh, lw)
+            noise = noise.expand(len(prompts), -1, -1)
+        pipe(prompts, latents=noise, output_type="latent", **backbones[0].call_kwargs)
+    handle.remove()
+    assert len(outputs) == 2
+    for k, out in enumerate(fitted):
+        torch.testing.assert_close(out, outputs[k], rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(outputs[0], outputs[1], atol=1e-3)  # the two steps differ: the test can fail
+
+
+def test_fit_steps_out_of_range_and_closed_form_estimators_are_refused(tmp_path):
+    with pytest.raises(lineas.ConfigError, match="fit_steps=3: choose 1 to num_inference_steps \\(2\\)"):
+        lineas.DiffusionPipe("tiny:sd", fit_steps=3)
+    with pytest.raises(lineas.ConfigError, match="estimator=linear_act .* set backbone.fit_steps=1"):
+        lineas.LinEASModule(lineas.DiffusionPipe("tiny:sd", fit_steps=2), sites="norms", estimator="linear_act")
