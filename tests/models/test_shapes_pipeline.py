@@ -96,3 +96,21 @@ def test_the_training_script_retraces_the_committed_run(tmp_path, capsys):
         torch.set_num_threads(threads)
     ours = re.search(r"unet step 25: loss (\S+)", capsys.readouterr().out)
     assert abs(float(ours.group(1)) - float(committed.group(1))) <= 1e-4, (ours.group(0), committed.group(0))
+
+
+def test_an_extended_run_follows_each_plan_until_it_was_extended():
+    cfg = shapes_train.TrainConfig(unet_steps=20000, replan_at=(3200, 7000))
+    plan = [shapes_train.unet_lr_at(cfg, s) for s in (100, 3199, 3200, 6999, 7000, 19999)]
+    lr = cfg.unet_lr, cfg.warmup, cfg.final_lr_fraction
+    assert plan == [
+        shapes_train.lr_at(100, 3200, *lr),
+        shapes_train.lr_at(3199, 3200, *lr),
+        shapes_train.lr_at(3200, 7000, *lr),
+        shapes_train.lr_at(6999, 7000, *lr),
+        shapes_train.lr_at(7000, 20000, *lr),
+        shapes_train.lr_at(19999, 20000, *lr),
+    ]
+    # the end of each plan is its floor; the next plan starts higher again
+    assert plan[1] == pytest.approx(cfg.unet_lr * cfg.final_lr_fraction, rel=1e-3)
+    assert plan[2] > plan[1] and plan[4] > plan[3]
+    assert shapes_train._int_list("3200,7000") == cfg.replan_at  # --replan-at 3200,7000

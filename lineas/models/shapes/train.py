@@ -14,7 +14,8 @@ Every batch is a function of (seed, stage, step) alone, and the work folder keep
 ``--save-every`` steps (written atomically): a killed run resumes where it stopped and ends with the
 weights of an uninterrupted one. A finished run extended to more steps (``--unet-steps N --replan-at M``,
 M the steps it had) re-plans the cosine decay over N from step M on; the same two flags on a fresh run
-reproduce it. The defaults are the committed run: 3200 denoiser steps planned, extended to 7000.
+reproduce it. Each further extension adds its start to the list (``--replan-at 3200,7000``). The defaults
+are the committed run: 3200 denoiser steps planned, extended to 7000.
 """
 
 from __future__ import annotations
@@ -53,7 +54,8 @@ class TrainConfig:
     unet_lr: float = 1e-3
     warmup: int = 200
     final_lr_fraction: float = 0.1
-    replan_at: int = 3200  # > 0: steps before it follow a cosine planned over `replan_at` steps (an extended run)
+    # an extended run: the steps before each of these follow a cosine planned over that many steps
+    replan_at: tuple[int, ...] = (3200,)
     weight_decay: float = 1e-2
     caption_dropout: float = 0.1
     min_snr_gamma: float = 5.0
@@ -74,6 +76,13 @@ def lr_at(step: int, total: int, base: float, warmup: int, final: float) -> floa
         return base * (step + 1) / warmup
     progress = (step - warmup) / max(1, total - warmup)
     return base * (final + (1 - final) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+def unet_lr_at(cfg: TrainConfig, step: int) -> float:
+    """The denoiser's learning rate at ``step``: the cosine planned over the first ``replan_at`` entry above
+    ``step`` (the length the run had when it was extended), else over ``unet_steps``."""
+    planned = min([r for r in cfg.replan_at if step < r], default=cfg.unet_steps)
+    return lr_at(step, planned, cfg.unet_lr, cfg.warmup, cfg.final_lr_fraction)
 
 
 def _save(path: Path, state: dict[str, Any]) -> None:
@@ -193,9 +202,8 @@ def train_denoiser(cfg: TrainConfig, work: Path, vae: Any) -> tuple[Any, Any, di
         t = torch.randint(0, sched.config.num_train_timesteps, (len(latents),), generator=gen)
         noisy = sched.add_noise(latents, noise, t)
         target = sched.get_velocity(latents, noise, t)
-        planned = cfg.replan_at if step < cfg.replan_at else cfg.unet_steps
         for group in opt.param_groups:
-            group["lr"] = lr_at(step, planned, cfg.unet_lr, cfg.warmup, cfg.final_lr_fraction)
+            group["lr"] = unet_lr_at(cfg, step)
         pred = unet(noisy, t, encoder_hidden_states=text_encoder(ids)[0]).sample
         loss = (weight[t] * (pred - target).pow(2).mean((1, 2, 3))).mean()
         opt.zero_grad(set_to_none=True)
@@ -244,13 +252,18 @@ def train(cfg: TrainConfig, work: str | Path, out: str | Path | None = None) -> 
     return pipe
 
 
+def _int_list(text: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in text.split(",") if x)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work", required=True, help="folder of the resumable checkpoints")
     parser.add_argument("--out", default=None, help="where to write the trained pipeline folder")
     parser.add_argument("--threads", type=int, default=1)
     for name, default in asdict(TrainConfig()).items():
-        parser.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=default)
+        kind = _int_list if isinstance(default, tuple) else type(default)
+        parser.add_argument(f"--{name.replace('_', '-')}", type=kind, default=default)
     args = vars(parser.parse_args(argv))
     torch.set_num_threads(args.pop("threads"))
     work, out = args.pop("work"), args.pop("out")
