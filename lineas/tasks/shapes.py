@@ -22,7 +22,7 @@ from __future__ import annotations
 import argparse
 import itertools
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -163,39 +163,47 @@ def edited(experiment: str, text: str) -> str:
 
 def evaluate(
     experiment: str,
-    maps: AffineMaps | None,
+    methods: Mapping[str, AffineMaps],
     strengths: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0),
     seeds: Sequence[int] = (200, 201, 202, 203),
     prompts: Sequence[str] | None = None,
     model: str = SPEC,
     pipe: Any = None,
     prompted: bool = False,
-) -> list[dict[str, Any]]:
-    """One row per strength: the rates of :func:`rates` on the held-out prompts x seeds (``model``: a spec or
-    folder of the shapes pipeline, or an already loaded ``pipe``). With strength 0 first, each row also has
-    ``preserved_of_base``: among the images whose base (strength 0, same prompt and seed) kept every attribute,
-    the share that still does; it separates what steering changes from what the base model gets wrong.
-    ``prompted`` adds a last row, ``strength: "prompted"``: the base model given the :func:`edited` captions
-    (the same seeds), the reference steering is compared with."""
+) -> dict[str, list[dict[str, Any]]]:
+    """Per method (label -> maps), one row per strength: the rates of :func:`rates` on the held-out prompts x
+    seeds (``model``: a spec or folder of the shapes pipeline, or an already loaded ``pipe``). Each row also
+    has ``preserved_of_base``: among the images whose base (strength 0, same prompt and seed) kept every
+    attribute, the share that still does; it separates what steering changes from what the base model gets
+    wrong. ``prompted`` adds a last row, ``strength: "prompted"``: the base model given the :func:`edited`
+    captions (the same seeds), the reference steering is compared with. The base and prompted images are
+    generated once for all methods; no methods: the base model alone, under ``"base"``."""
     pipe = pipe if pipe is not None else load_pipeline(model)
     prompts = list(prompts) if prompts is not None else read_prompts(shapes_data(EXPERIMENTS[experiment]["eval"]))
-    lams = list(strengths) if maps is not None else [0.0]
     call = resolve(model).pipeline_settings
-    images = list(generate(pipe, prompts, seeds, maps, lams, **call))
-    labels: list[Any] = [float(lam) for lam in lams]
-    if prompted:
-        images.append(generate(pipe, [edited(experiment, p) for p in prompts], seeds, **call)[0])
-        labels.append("prompted")
     captions = [p for p in prompts for _ in seeds]
-    per_row = [hits(experiment, im, captions) for im in images]
-    rows = []
-    for label, hit in zip(labels, per_row):
-        row = {"strength": label, **_means(hit)}
-        if lams[0] == 0.0:
-            base = per_row[0]["preserved"]
-            row["preserved_of_base"] = float(hit["preserved"][base].double().mean())
-        rows.append(row)
-    return rows
+    base = hits(experiment, generate(pipe, prompts, seeds, **call)[0], captions)
+    shared: dict[Any, dict[str, torch.Tensor]] = {0.0: base}
+    if prompted:
+        shared["prompted"] = hits(
+            experiment, generate(pipe, [edited(experiment, p) for p in prompts], seeds, **call)[0], captions
+        )
+
+    def row(label: Any, hit: dict[str, torch.Tensor]) -> dict[str, Any]:
+        return {
+            "strength": label,
+            **_means(hit),
+            "preserved_of_base": float(hit["preserved"][base["preserved"]].double().mean()),
+        }
+
+    results = {}
+    for label, maps in (methods or {"base": None}).items():
+        lams = [float(lam) for lam in strengths] if maps is not None else [0.0]
+        steered = [lam for lam in lams if lam != 0.0]
+        images = generate(pipe, prompts, seeds, maps, steered, **call) if steered else []
+        per = {**shared, **{lam: hits(experiment, im, captions) for lam, im in zip(steered, images)}}
+        results[label] = [row(lam, per[lam]) for lam in [*lams, *(["prompted"] if prompted else [])]]
+    return results
 
 
 def shapes_data(name: str) -> str:
@@ -240,12 +248,11 @@ def main(argv: list[str] | None = None) -> None:
     else:
         strengths = [float(s) for s in args.strengths.split(",")]
         prompts = read_prompts(shapes_data(EXPERIMENTS[args.experiment][args.split]))
-        result = {}
-        for spec in args.maps or [""]:
+        methods = {}
+        for spec in args.maps:
             label, _, folder = spec.rpartition("=")
-            maps = load_maps(folder) if folder else None
-            label = label or (Path(folder).parent.name if folder else "base")
-            result[label] = evaluate(args.experiment, maps, strengths, seeds, prompts, args.model, pipe, args.prompted)
+            methods[label or Path(folder).parent.name] = load_maps(folder)
+        result = evaluate(args.experiment, methods, strengths, seeds, prompts, args.model, pipe, args.prompted)
         print(format_rates(result))
     if args.out:
         write_json(Path(args.out), result)

@@ -79,7 +79,7 @@ def test_recipe_steers_held_out_captions_and_seeds(recipe, tmp_path):
     maps = load_maps(tmp_path / "maps")
     experiment = TARGETS[recipe]
     pipe = load_pipeline("offline:shapes-sd")
-    base, steered = evaluate(experiment, maps, [0.0, 1.0], seeds=[200, 201], pipe=pipe)
+    base, steered = evaluate(experiment, {"LinEAS": maps}, [0.0, 1.0], seeds=[200, 201], pipe=pipe)["LinEAS"]
     # Measured at these seeds with the recipes as shipped: style 0.000 -> 0.969 striped, preserved_of_base
     # 0.720; removal 0.844 -> 0.135 images with a circle (6.25x fewer), preserved_of_base 0.750. The style
     # (>= 80% at strength 1) and removal (>= 5x) targets hold; preservation (>= 90%) does not yet (README):
