@@ -18,6 +18,7 @@ attends to every position of the padded prompt embeddings (CLIP pads to its full
 
 from __future__ import annotations
 
+import inspect
 from types import SimpleNamespace
 from typing import Any
 
@@ -142,11 +143,19 @@ class DiffusionPipe:
         return self.pipe.scheduler.timesteps
 
     def _sample(self, latents: torch.Tensor, timesteps: torch.Tensor, denoise: Any) -> torch.Tensor:
-        """The denoiser's output at the last of the first ``fit_steps`` sampler steps from ``latents``."""
+        """The denoiser's output at the last of the first ``fit_steps`` sampler steps from ``latents``.
+
+        A stochastic sampler (ancestral, SDE) draws its step noise from a generator seeded with ``seed``,
+        so every fitting forward sees the same noise; that noise differs between the rows of a batch.
+        """
+        scheduler = self.pipe.scheduler
+        seeded = {}
+        if "generator" in inspect.signature(scheduler.step).parameters:
+            seeded["generator"] = torch.Generator().manual_seed(self.seed)
         for k, t in enumerate(timesteps[: self.fit_steps]):
             out = denoise(latents, t)
             if k + 1 < self.fit_steps:
-                latents = self.pipe.scheduler.step(out, t, latents, return_dict=False)[0]
+                latents = scheduler.step(out, t, latents, return_dict=False, **seeded)[0]
         return out
 
     def _unet_step(self, prompts: list[str], device: torch.device) -> torch.Tensor:

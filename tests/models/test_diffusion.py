@@ -95,3 +95,17 @@ def test_fit_steps_out_of_range_and_closed_form_estimators_are_refused(tmp_path)
         lineas.DiffusionPipe("tiny:sd", fit_steps=3)
     with pytest.raises(lineas.ConfigError, match="estimator=linear_act .* set backbone.fit_steps=1"):
         lineas.LinEASModule(lineas.DiffusionPipe("tiny:sd", fit_steps=2), sites="norms", estimator="linear_act")
+
+
+def test_a_stochastic_sampler_gives_every_fitting_forward_the_same_noise():
+    from diffusers import EulerAncestralDiscreteScheduler
+
+    backbone = lineas.DiffusionPipe("tiny:sd", fit_steps=2)
+    backbone.pipe.scheduler = EulerAncestralDiscreteScheduler.from_config(backbone.pipe.scheduler.config)
+    batch = backbone.collate(["a red circle", "a photo of a cat"])
+    with torch.no_grad():
+        first, again = backbone.forward(batch), backbone.forward(batch)
+        torch.manual_seed(123)  # the global generator plays no part
+        third = backbone.forward(batch)
+    torch.testing.assert_close(first, again, rtol=0, atol=0)
+    torch.testing.assert_close(first, third, rtol=0, atol=0)
