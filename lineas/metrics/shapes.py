@@ -30,7 +30,7 @@ import torch.nn.functional as F
 import torchmetrics
 
 from lineas.metrics.shape_classifier import CROP, load_classifier
-from lineas.models.shapes.world import COLOURS, RGB, SHAPES, STYLE, parse_caption
+from lineas.models.shapes.world import COLOURS, KINDS, RGB, SHAPES, STYLE, parse_caption
 
 FOREGROUND = 0.2  # intensity above which a pixel belongs to an object (dark stripes are at 0.45)
 MIN_AREA = 16  # smaller components are specks, not objects (the smallest object covers ~40 pixels)
@@ -67,7 +67,7 @@ class Detections:
     def histogram(self, attribute: str) -> torch.Tensor:
         """(n, K) objects per image of each value of ``shape`` (K=3), ``colour`` (K=4) or ``kind``
         (shape-colour pair, K=12: ``shape * 4 + colour``)."""
-        k = {"shape": len(SHAPES), "colour": len(COLOURS), "kind": len(SHAPES) * len(COLOURS)}[attribute]
+        k = {"shape": len(SHAPES), "colour": len(COLOURS), "kind": KINDS}[attribute]
         values = self.shape * len(COLOURS) + self.colour if attribute == "kind" else getattr(self, attribute)
         out = torch.zeros(self.n * k, dtype=torch.long)
         return out.index_add_(0, self.image * k + values, torch.ones_like(values)).view(self.n, k)
@@ -133,7 +133,7 @@ def segment(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Ten
     light = intensity(images)
     labels = components(light > FOREGROUND)
     n, h, w = labels.shape
-    ids, inverse, area = torch.unique(labels.flatten(), return_inverse=True, return_counts=True)
+    ids, area = torch.unique(labels.flatten(), return_counts=True)
     keep = (ids > 0) & (area >= MIN_AREA)
     ids = ids[keep]
     image = torch.div(ids - 1, h * w, rounding_mode="floor")
@@ -196,7 +196,8 @@ def expected(captions: Sequence[str]) -> dict[str, torch.Tensor]:
     kinds = [[SHAPES.index(s) * len(COLOURS) + COLOURS.index(c) for s, c in objects] for objects, _ in parsed]
     flat = torch.tensor([k for ks in kinds for k in ks], dtype=torch.long)
     rows = torch.repeat_interleave(torch.arange(n), torch.tensor([len(ks) for ks in kinds], dtype=torch.long))
-    kind = torch.zeros(n * 12, dtype=torch.long).index_add_(0, rows * 12 + flat, torch.ones_like(flat)).view(n, 12)
+    kind = torch.zeros(n * KINDS, dtype=torch.long).index_add_(0, rows * KINDS + flat, torch.ones_like(flat))
+    kind = kind.view(n, KINDS)
     grid = kind.view(n, len(SHAPES), len(COLOURS))
     return {
         "kind": kind,

@@ -24,6 +24,7 @@ import torch
 
 SHAPES = ("circle", "square", "triangle")
 COLOURS = ("red", "green", "blue", "yellow")
+KINDS = len(SHAPES) * len(COLOURS)  # shape-colour pairs, indexed shape * len(COLOURS) + colour
 RGB = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [1.0, 1.0, 0.0]], dtype=np.float32)
 STYLE = "striped"
 SIZE = 32  # image side, pixels
@@ -99,8 +100,8 @@ def parse_caption(text: str) -> tuple[list[tuple[str, str]], bool]:
 def sample_scenes(n: int, rng: np.random.Generator, layout: Layout = Layout()) -> Scenes:
     """``n`` random scenes: 1 or 2 objects with distinct (shape, colour), random style, positions, sizes."""
     two = rng.random(n) < layout.p_two
-    first = rng.integers(0, len(SHAPES) * len(COLOURS), n)
-    second = (first + rng.integers(1, len(SHAPES) * len(COLOURS), n)) % (len(SHAPES) * len(COLOURS))
+    first = rng.integers(0, KINDS, n)
+    second = (first + rng.integers(1, KINDS, n)) % KINDS
     kinds = np.stack([first, np.where(two, second, -1)], 1)
     shape = np.where(kinds >= 0, kinds // len(COLOURS), -1)
     colour = np.where(kinds >= 0, kinds % len(COLOURS), -1)
