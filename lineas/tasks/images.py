@@ -39,11 +39,21 @@ def render(
     Rows are prompt-major (each prompt at every seed). Without ``maps``, one strength slot (the
     pipeline as it is). ``call_kwargs`` go to the pipeline call (height, steps, guidance, ...).
     """
-    rows = [(p, int(s)) for p in prompts for s in seeds]
+    return render_rows(pipe, [(p, s) for p in prompts for s in seeds], maps, strengths, **call_kwargs)
+
+
+def render_rows(
+    pipe: Any,
+    rows: Sequence[tuple[str, int]],
+    maps: AffineMaps | None = None,
+    strengths: Sequence[float] = (1.0,),
+    **call_kwargs: Any,
+) -> np.ndarray:
+    """:func:`render` for explicit ``(prompt, seed)`` rows: shape ``(len(strengths), len(rows), H, W, 3)``."""
     sites = PipelineModules(pipe)
     out = []
     for lam in list(strengths) if maps is not None else [None]:
-        generators = [torch.Generator().manual_seed(s) for _, s in rows]
+        generators = [torch.Generator().manual_seed(int(s)) for _, s in rows]
         with maps.apply(sites, strength=lam) if maps is not None else nullcontext():
             out.append(pipe([p for p, _ in rows], generator=generators, output_type="np", **call_kwargs).images)
     return np.stack(out)

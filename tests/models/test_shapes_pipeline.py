@@ -44,14 +44,14 @@ def test_the_backbone_reaches_every_prompt_dependent_norm():
 
 @pytest.mark.slow  # 140 images
 def test_the_base_model_follows_its_captions():
-    """Captions at seeds no fit or evaluation uses: every one-object caption (the >= 90% target holds), and one
-    two-object caption in six. Pairs fall short of 90% (README: 0.71-0.83 per attribute over all captions); their
-    floors here guard against a regression."""
+    """Captions at seeds no fit or evaluation uses, each image its own noise: every one-object caption (the >= 90%
+    target holds), and one two-object caption in six. Pairs fall short of 90% (README: 0.67-0.72 per attribute
+    on the two-object captions; 0.61-0.64 measured here, 44 images); their floors guard against a regression."""
     lone = [c for c in all_captions() if " and " not in c]
     rates = check_base(SPEC, lone, seeds=[7, 8, 9, 10])["all"]
     assert min(rates[k] for k in ("count", "shape", "colour", "style")) >= 0.9, rates
     pairs = check_base(SPEC, [c for c in all_captions() if " and " in c][::6], seeds=[7])["all"]
-    assert pairs["style"] >= 0.95 and min(pairs[k] for k in ("count", "shape", "colour")) >= 0.6, pairs
+    assert pairs["style"] >= 0.95 and min(pairs[k] for k in ("count", "shape", "colour")) >= 0.5, pairs
 
 
 def _tiny(work: Path, **kw) -> shapes_train.TrainConfig:
