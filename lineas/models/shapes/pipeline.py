@@ -28,7 +28,8 @@ BETA_SCHEDULE = "squaredcos_cap_v2"
 PREDICTION_TYPE = "v_prediction"
 # Call settings for fitting and generation (written to lineas_pipeline.json). Guidance 1 (no classifier-free
 # guidance): of 1, 2, 4 and 7, it gave the highest lowest per-attribute caption-following rate on development
-# captions (README); the model was still trained with 10% empty captions, so guidance stays available.
+# captions measured with one noise per seed; with one noise per image, guidance 2 does (README). The model was
+# trained with 10% empty captions, so guidance stays available.
 CALL_SETTINGS = {"height": SIZE, "width": SIZE, "num_inference_steps": 12, "guidance_scale": 1.0}
 
 
