@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 
-from lineas.tasks.images import render
+from lineas.tasks.images import render, render_rows
+from lineas.tasks.shapes import generate, image_seed
 from tests.helpers import T2I_MERGE_SITES, T2I_PROMPTS, T2I_SEEDS, random_maps_for
 
 
@@ -20,11 +22,6 @@ def test_strength_zero_reproduces_the_base_images(tiny_pipe):
 def test_the_shapes_evaluation_gives_every_image_its_own_noise(tiny_pipe):
     """Rates over a few seeds must not rest on a few noise draws: the same prompt twice at one seed gives two
     images, and each image is a function of its prompt, its index and the seed alone (not of the batching)."""
-    import torch
-
-    from lineas.tasks.images import render_rows
-    from lineas.tasks.shapes import generate, image_seed
-
     prompts = [T2I_PROMPTS[0], T2I_PROMPTS[0], T2I_PROMPTS[1]]
     images = generate(tiny_pipe.pipe, prompts, [5, 6], **tiny_pipe.call_kwargs)[0]  # rows: (0,5) (0,6) (1,5) ...
     assert (images[0] - images[2]).abs().max() > 0.05  # same prompt, same seed, other index: other noise
