@@ -99,7 +99,7 @@ def image_seed(seed: int, index: int) -> int:
 
     Every image gets its own initial noise. One seed shared by all prompts would make the rates of a few
     seeds rest on a few noise draws: on the base model, the pair rate of the two-object captions at a
-    single shared seed ranges from 0.29 to 0.93 (README)."""
+    single shared seed ranges from 0.292 to 0.928 (README)."""
     return seed * SEED_STRIDE + index
 
 
