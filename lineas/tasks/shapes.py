@@ -99,7 +99,10 @@ def image_seed(seed: int, index: int) -> int:
 
     Every image gets its own initial noise. One seed shared by all prompts would make the rates of a few
     seeds rest on a few noise draws: on the base model, the pair rate of the two-object captions at a
-    single shared seed ranges from 0.292 to 0.928 (README)."""
+    single shared seed ranges from 0.292 to 0.928 (README). Seeds of different ``seed`` never collide:
+    ``index`` must be below :data:`SEED_STRIDE`."""
+    if not 0 <= index < SEED_STRIDE:
+        raise ValueError(f"image_seed: prompt index {index} is outside [0, {SEED_STRIDE}); split the prompt list")
     return seed * SEED_STRIDE + index
 
 

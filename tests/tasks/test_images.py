@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from lineas.tasks.images import render, render_rows
-from lineas.tasks.shapes import generate, image_seed
+from lineas.tasks.shapes import SEED_STRIDE, generate, image_seed
 from tests.helpers import T2I_MERGE_SITES, T2I_PROMPTS, T2I_SEEDS, random_maps_for
 
 
@@ -30,3 +31,10 @@ def test_the_shapes_evaluation_gives_every_image_its_own_noise(tiny_pipe):
     torch.testing.assert_close(images, one_by_one, rtol=0, atol=1e-5)
     alone = render_rows(tiny_pipe.pipe, [(prompts[2], image_seed(6, 2))], **tiny_pipe.call_kwargs)[0, 0]
     torch.testing.assert_close(images[5], torch.from_numpy(alone).permute(2, 0, 1).float(), rtol=0, atol=1e-5)
+
+
+def test_image_seeds_of_two_seeds_never_collide():
+    seeds = {image_seed(s, i) for s in (0, 1, 2) for i in (0, 1, SEED_STRIDE - 1)}
+    assert len(seeds) == 9
+    with pytest.raises(ValueError, match="prompt index"):
+        image_seed(1, SEED_STRIDE)
