@@ -45,18 +45,18 @@ def test_the_backbone_reaches_every_prompt_dependent_norm():
 @pytest.mark.slow  # 140 images
 def test_the_base_model_follows_its_captions():
     """Captions at seeds no fit or evaluation uses, each image its own noise: every one-object caption (the >= 90%
-    target holds), and one two-object caption in six. Pairs fall short of 90% (README: 0.67-0.72 per attribute
-    on the two-object captions; 0.61-0.64 measured here, 44 images); their floors guard against a regression."""
+    target holds), and one two-object caption in six. Pairs fall short of 90% (README: 0.795-0.865 per attribute
+    on the two-object captions; 0.750-0.818 measured here, 44 images); their floors guard against a regression."""
     lone = [c for c in all_captions() if " and " not in c]
     rates = check_base(SPEC, lone, seeds=[7, 8, 9, 10])["all"]
     assert min(rates[k] for k in ("count", "shape", "colour", "style")) >= 0.9, rates
     pairs = check_base(SPEC, [c for c in all_captions() if " and " in c][::6], seeds=[7])["all"]
-    assert pairs["style"] >= 0.95 and min(pairs[k] for k in ("count", "shape", "colour")) >= 0.5, pairs
+    assert pairs["style"] >= 0.95 and min(pairs[k] for k in ("count", "shape", "colour")) >= 0.65, pairs
 
 
 def _tiny(work: Path, **kw) -> shapes_train.TrainConfig:
     cfg = dict(vae_steps=3, vae_batch=4, unet_steps=4, unet_batch=4, warmup=2, save_every=2, log_every=100)
-    cfg.update(scale_samples=16)
+    cfg.update(scale_samples=16, finetune_steps=(2, 3), finetune_lr=(1e-4, 5e-5))
     return shapes_train.TrainConfig(**{**cfg, **kw})
 
 
@@ -64,21 +64,26 @@ def test_training_is_seeded_and_a_killed_run_resumes_exactly(tmp_path, monkeypat
     straight = shapes_train.train(_tiny(tmp_path), tmp_path / "a", out=tmp_path / "out")
     real = shapes_train.batch_rng
 
-    def dies_at_step_3(cfg, stage, step):
-        if stage == "unet" and step == 3:
-            raise KeyboardInterrupt
-        return real(cfg, stage, step)
+    # killed mid-denoiser, then at the start of the second fine-tune phase (after the checkpoint of the first)
+    for dies_at in (3, 2 * shapes_train.FINETUNE_STREAM):
 
-    monkeypatch.setattr(shapes_train, "batch_rng", dies_at_step_3)
-    with pytest.raises(KeyboardInterrupt):
-        shapes_train.train(_tiny(tmp_path), tmp_path / "b")
+        def dies(cfg, stage, step, dies_at=dies_at):
+            if stage == "unet" and step == dies_at:
+                raise KeyboardInterrupt
+            return real(cfg, stage, step)
+
+        monkeypatch.setattr(shapes_train, "batch_rng", dies)
+        with pytest.raises(KeyboardInterrupt):
+            shapes_train.train(_tiny(tmp_path), tmp_path / "b")
     monkeypatch.setattr(shapes_train, "batch_rng", real)
+    assert torch.load(tmp_path / "b" / "finetune.pt", weights_only=True)["step"] == 2
     resumed = shapes_train.train(_tiny(tmp_path), tmp_path / "b")
     for name in ("unet", "text_encoder", "vae"):
         a, b = getattr(straight, name).state_dict(), getattr(resumed, name).state_dict()
         assert all(torch.equal(a[k], b[k]) for k in a), name
     record = json.loads((tmp_path / "out" / "training.json").read_text())
     assert record["config"]["unet_steps"] == 4 and record["parameters"]["unet"] > 1e6
+    assert record["config"]["finetune_steps"] == [2, 3] and record["finetune"]["wall_s"] > 0
     assert resolve(str(tmp_path / "out")).pipeline_settings["num_inference_steps"] > 1
 
 
@@ -113,4 +118,20 @@ def test_an_extended_run_follows_each_plan_until_it_was_extended():
     # the end of each plan is its floor; the next plan starts higher again
     assert plan[1] == pytest.approx(cfg.unet_lr * cfg.final_lr_fraction, rel=1e-3)
     assert plan[2] > plan[1] and plan[4] > plan[3]
-    assert shapes_train._int_list("3200,7000") == cfg.replan_at  # --replan-at 3200,7000
+    assert shapes_train._list_of(int)("3200,7000") == cfg.replan_at  # --replan-at 3200,7000
+
+
+def test_the_fine_tune_phases_each_decay_from_their_peak_on_batches_no_other_step_draws():
+    cfg = shapes_train.TrainConfig()
+    assert cfg.finetune_steps == (2000, 4000) and cfg.finetune_lr == (3e-4, 2e-4)  # the committed run
+    plan = [shapes_train.finetune_plan(cfg, s) for s in (0, 1999, 2000, 5999)]
+    stream = shapes_train.FINETUNE_STREAM
+    assert [b for b, _ in plan] == [stream, stream + 1999, 2 * stream, 2 * stream + 3999]
+    assert [lr for _, lr in plan] == [
+        3e-4,
+        shapes_train.lr_at(1999, 2000, 3e-4, 0, cfg.final_lr_fraction),
+        2e-4,
+        shapes_train.lr_at(3999, 4000, 2e-4, 0, cfg.final_lr_fraction),
+    ]
+    assert plan[1][1] == pytest.approx(3e-5, rel=1e-4) and plan[3][1] == pytest.approx(2e-5, rel=1e-4)
+    assert cfg.unet_steps < stream and max(cfg.finetune_steps) < stream  # no two steps draw the same batch

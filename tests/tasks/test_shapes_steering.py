@@ -56,7 +56,7 @@ def _flip(text: str) -> str:
 TARGETS = {"shapes_style": "style", "shapes_concept_removal": "removal"}
 
 
-@pytest.mark.slow  # 86 s (style), 163 s (removal) alone on the 2-core box: fit, merged export, 192 + 16 images
+@pytest.mark.slow  # 182 s (style), 180 s (removal) side by side on the 2-core box: fit, merged export, 192 + 16 images
 @pytest.mark.parametrize("recipe", sorted(TARGETS))
 def test_recipe_steers_held_out_captions_and_seeds(recipe, tmp_path):
     """The recipe as shipped (fit + merged export), then the rates at strengths 0 and 1 on the held-out captions
@@ -80,15 +80,16 @@ def test_recipe_steers_held_out_captions_and_seeds(recipe, tmp_path):
     experiment = TARGETS[recipe]
     pipe = load_pipeline("offline:shapes-sd")
     base, steered = evaluate(experiment, {"LinEAS": maps}, [0.0, 1.0], seeds=[200, 201], pipe=pipe)["LinEAS"]
-    # Measured at these seeds with the recipes as shipped (each image its own noise): style 0.000 -> 0.708
-    # striped, preserved_of_base 0.760; removal 0.781 -> 0.292 images with a circle (2.67x fewer),
-    # preserved_of_base 0.724. The strength-1 targets (style >= 80%, removal cut >= 5x, preservation >= 90%)
-    # are not met on the held-out captions (README): these floors guard against regressions.
+    # Measured at these seeds with the recipes as shipped (each image its own noise): style 0.000 -> 0.812
+    # striped, preserved_of_base 0.843; removal 0.875 -> 0.240 images with a circle (3.65x fewer),
+    # preserved_of_base 0.701. Not all strength-1 targets are met on the held-out captions (README: the 5x cut
+    # and 90% preservation are not): these floors guard against regressions.
     if experiment == "style":
-        assert base["concept"] <= 0.05 and steered["concept"] >= 0.6, (base, steered)
+        assert base["concept"] <= 0.05 and steered["concept"] >= 0.75, (base, steered)
+        assert steered["preserved_of_base"] >= 0.75, steered
     else:
-        assert base["concept"] >= 0.7 and steered["concept"] <= base["concept"] / 2, (base, steered)
-    assert steered["preserved_of_base"] >= 0.65, steered
+        assert base["concept"] >= 0.7 and steered["concept"] <= base["concept"] / 3, (base, steered)
+        assert steered["preserved_of_base"] >= 0.65, steered
     # merged at strength 1 (a plain diffusers folder) == live maps at strength 1, in float
     prompts = read_prompts(shapes_data(EXPERIMENTS[experiment]["eval"]))[:8]
     call = resolve("offline:shapes-sd").pipeline_settings

@@ -7,7 +7,10 @@
 2. The UNet and the CLIP text encoder learn together to denoise the VAE latents of fresh renders given
    their captions (v-prediction, cosine schedule, min-SNR-5 loss weights, 10% of captions dropped to ""
    for classifier-free guidance, AdamW with warm-up and cosine decay, an EMA of the weights).
-3. The EMA weights are assembled into a ``StableDiffusionPipeline`` and saved with ``save_pretrained``, with
+3. Fine-tuning, in phases (``finetune_steps``, ``finetune_lr``): the same model, optimiser state and all, at a
+   lower learning rate on scenes with two objects three times in four, where binding colours to shapes is
+   learned last.
+4. The EMA weights are assembled into a ``StableDiffusionPipeline`` and saved with ``save_pretrained``, with
    ``lineas_pipeline.json`` (call settings) and ``training.json`` (settings, steps, times).
 
 Every batch is a function of (seed, stage, step) alone, and the work folder keeps a checkpoint every
@@ -15,7 +18,7 @@ Every batch is a function of (seed, stage, step) alone, and the work folder keep
 weights of an uninterrupted one. A finished run extended to more steps (``--unet-steps N --replan-at M``,
 M the steps it had) re-plans the cosine decay over N from step M on; the same two flags on a fresh run
 reproduce it. Each further extension adds its start to the list (``--replan-at 3200,7000``). The defaults
-are the committed run: 3200 denoiser steps planned, extended to 7000.
+are the committed run: 3200 denoiser steps planned, extended to 7000, then fine-tuned 2000 + 4000 steps.
 """
 
 from __future__ import annotations
@@ -27,16 +30,17 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
 
 from lineas.core.files import PIPELINE_SETTINGS, atomic_dir, write_bytes, write_json
 from lineas.models.shapes import pipeline as sp
-from lineas.models.shapes.world import sample_scenes
+from lineas.models.shapes.world import Layout, sample_scenes
 
 STAGES = {"vae": 1, "unet": 2}
+FINETUNE_STREAM = 100_000
 
 
 @dataclass
@@ -60,6 +64,10 @@ class TrainConfig:
     caption_dropout: float = 0.1
     min_snr_gamma: float = 5.0
     ema_decay: float = 0.999
+    # stage 3: phases of (steps, peak learning rate), on scenes with two objects this often
+    finetune_steps: tuple[int, ...] = (2000, 4000)
+    finetune_lr: tuple[float, ...] = (3e-4, 2e-4)
+    finetune_p_two: float = 0.75
     save_every: int = 100
     log_every: int = 25
 
@@ -163,65 +171,126 @@ def train_vae(cfg: TrainConfig, work: Path) -> tuple[Any, dict[str, float]]:
     return vae, {"scaling_factor": scale, "heldout_l1": rec_l1, "cpu_s": state["cpu_s"], "wall_s": state["wall_s"]}
 
 
-def train_denoiser(cfg: TrainConfig, work: Path, vae: Any) -> tuple[Any, Any, dict[str, float]]:
-    """Stage 2 (resumable): UNet + text encoder on the VAE latents; returns their EMA weights."""
-    tokenizer = sp.shapes_tokenizer()
-    torch.manual_seed(cfg.seed + 1)
-    unet, text_encoder = sp.build_unet(), sp.build_text_encoder(len(tokenizer))
-    params = [*unet.parameters(), *text_encoder.parameters()]
-    ema_unet, ema_text = sp.build_unet(), sp.build_text_encoder(len(tokenizer))
-    ema_unet.load_state_dict(unet.state_dict())
-    ema_text.load_state_dict(text_encoder.state_dict())
-    ema = [*ema_unet.parameters(), *ema_text.parameters()]
-    opt = torch.optim.AdamW(params, lr=cfg.unet_lr, weight_decay=cfg.weight_decay)
-    sched = sp.train_scheduler()
-    alphas = sched.alphas_cumprod
-    snr = alphas / (1 - alphas)
-    weight = snr.clamp(max=cfg.min_snr_gamma) / (snr + 1)  # min-SNR-gamma for v-prediction
-    ckpt_path = work / "unet.pt"
-    state = _load(ckpt_path) or {"step": 0, "cpu_s": 0.0, "wall_s": 0.0}
-    if "unet" in state:
-        unet.load_state_dict(state["unet"])
-        text_encoder.load_state_dict(state["text"])
-        ema_unet.load_state_dict(state["ema_unet"])
-        ema_text.load_state_dict(state["ema_text"])
-        opt.load_state_dict(state["opt"])
-        _log(f"unet: resumed at step {state['step']}")
-    scale = vae.config.scaling_factor
-    running, t0, c0 = [], time.perf_counter(), time.process_time()
-    for step in _steps(state["step"], cfg.unet_steps, cfg.log_every, "unet"):
-        rng, gen = batch_rng(cfg, "unet", step)
-        scenes = sample_scenes(cfg.unet_batch, rng)
+class _Denoiser:
+    """The UNet and text encoder in training: their EMA copies, the optimiser and the loss of one batch."""
+
+    def __init__(self, cfg: TrainConfig, vae: Any) -> None:
+        self.cfg, self.vae, self.tokenizer = cfg, vae, sp.shapes_tokenizer()
+        torch.manual_seed(cfg.seed + 1)
+        self.unet, self.text = sp.build_unet(), sp.build_text_encoder(len(self.tokenizer))
+        self.ema_unet, self.ema_text = sp.build_unet(), sp.build_text_encoder(len(self.tokenizer))
+        self.ema_unet.load_state_dict(self.unet.state_dict())
+        self.ema_text.load_state_dict(self.text.state_dict())
+        self.params = [*self.unet.parameters(), *self.text.parameters()]
+        self.ema = [*self.ema_unet.parameters(), *self.ema_text.parameters()]
+        self.opt = torch.optim.AdamW(self.params, lr=cfg.unet_lr, weight_decay=cfg.weight_decay)
+        self.sched = sp.train_scheduler()
+        snr = self.sched.alphas_cumprod / (1 - self.sched.alphas_cumprod)
+        self.weight = snr.clamp(max=cfg.min_snr_gamma) / (snr + 1)  # min-SNR-gamma for v-prediction
+
+    def parts(self) -> dict[str, Any]:
+        return {"unet": self.unet, "text": self.text, "ema_unet": self.ema_unet, "ema_text": self.ema_text}
+
+    def state(self) -> dict[str, Any]:
+        return {**{k: v.state_dict() for k, v in self.parts().items()}, "opt": self.opt.state_dict()}
+
+    def load(self, state: dict[str, Any]) -> None:
+        for name, part in self.parts().items():
+            part.load_state_dict(state[name])
+        self.opt.load_state_dict(state["opt"])
+
+    def step(self, batch: int, layout: Layout, lr: float, ema_decay: float) -> float:
+        """One update on the batch drawn at ``batch`` of the denoiser's stream; returns the loss."""
+        cfg, sched = self.cfg, self.sched
+        rng, gen = batch_rng(cfg, "unet", batch)
+        scenes = sample_scenes(cfg.unet_batch, rng, layout)
         captions = [
             c if keep else "" for c, keep in zip(scenes.captions, rng.random(len(scenes)) >= cfg.caption_dropout)
         ]
-        ids = tokenizer(captions, padding="max_length", max_length=sp.MAX_TOKENS, return_tensors="pt").input_ids
+        ids = self.tokenizer(captions, padding="max_length", max_length=sp.MAX_TOKENS, return_tensors="pt")
         with torch.no_grad():
-            latents = vae.encode(scenes.render() * 2 - 1).latent_dist.sample(generator=gen) * scale
+            latents = self.vae.encode(scenes.render() * 2 - 1).latent_dist.sample(generator=gen)
+        latents = latents * self.vae.config.scaling_factor
         noise = torch.randn(latents.shape, generator=gen)
         t = torch.randint(0, sched.config.num_train_timesteps, (len(latents),), generator=gen)
-        noisy = sched.add_noise(latents, noise, t)
+        for group in self.opt.param_groups:
+            group["lr"] = lr
+        pred = self.unet(sched.add_noise(latents, noise, t), t, encoder_hidden_states=self.text(ids.input_ids)[0])
         target = sched.get_velocity(latents, noise, t)
-        for group in opt.param_groups:
-            group["lr"] = unet_lr_at(cfg, step)
-        pred = unet(noisy, t, encoder_hidden_states=text_encoder(ids)[0]).sample
-        loss = (weight[t] * (pred - target).pow(2).mean((1, 2, 3))).mean()
-        opt.zero_grad(set_to_none=True)
+        loss = (self.weight[t] * (pred.sample - target).pow(2).mean((1, 2, 3))).mean()
+        self.opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        decay = min(cfg.ema_decay, (1 + step) / (10 + step))
+        torch.nn.utils.clip_grad_norm_(self.params, 1.0)
+        self.opt.step()
         with torch.no_grad():
-            torch._foreach_lerp_(ema, params, 1 - decay)
-        running.append(loss.item())
+            torch._foreach_lerp_(self.ema, self.params, 1 - ema_decay)
+        return loss.item()
+
+
+def _run(
+    cfg: TrainConfig,
+    path: Path,
+    model: _Denoiser,
+    state: dict[str, Any],
+    total: int,
+    name: str,
+    update: Callable[[int], float],
+) -> None:
+    """Steps ``state["step"]`` to ``total`` of ``update(step) -> loss``, logged, checkpointed to ``path``."""
+    running, t0, c0 = [], time.perf_counter(), time.process_time()
+    for step in _steps(state["step"], total, cfg.log_every, name):
+        running.append(update(step))
         if (step + 1) % cfg.log_every == 0:
-            _log(f"unet step {step + 1}: loss {np.mean(running):.4f}")
+            _log(f"{name} step {step + 1}: loss {np.mean(running):.4f}")
             running = []
-        if (step + 1) % cfg.save_every == 0 or step + 1 == cfg.unet_steps:
-            weights = {"unet": unet, "text": text_encoder, "ema_unet": ema_unet, "ema_text": ema_text, "opt": opt}
-            _checkpoint(ckpt_path, state, step + 1, (t0, c0), **{k: v.state_dict() for k, v in weights.items()})
+        if (step + 1) % cfg.save_every == 0 or step + 1 == total:
+            _checkpoint(path, state, step + 1, (t0, c0), **model.state())
             t0, c0 = time.perf_counter(), time.process_time()
-    return ema_unet.eval(), ema_text.eval(), {"cpu_s": state["cpu_s"], "wall_s": state["wall_s"]}
+
+
+def train_denoiser(cfg: TrainConfig, work: Path, vae: Any) -> tuple[_Denoiser, dict[str, float]]:
+    """Stage 2 (resumable): UNet + text encoder on the VAE latents of :class:`Layout` scenes."""
+    model = _Denoiser(cfg, vae)
+    state = _load(work / "unet.pt") or {"step": 0, "cpu_s": 0.0, "wall_s": 0.0}
+    if "unet" in state:
+        model.load(state)
+        _log(f"unet: resumed at step {state['step']}")
+
+    def update(step: int) -> float:
+        return model.step(step, Layout(), unet_lr_at(cfg, step), min(cfg.ema_decay, (1 + step) / (10 + step)))
+
+    _run(cfg, work / "unet.pt", model, state, cfg.unet_steps, "unet", update)
+    return model, {"cpu_s": state["cpu_s"], "wall_s": state["wall_s"]}
+
+
+def finetune_plan(cfg: TrainConfig, step: int) -> tuple[int, float]:
+    """Fine-tune step ``step`` -> (its batch's index in the denoiser stream, its learning rate). Phase ``k``
+    (``finetune_steps[k]`` steps) is a cosine from ``finetune_lr[k]`` to ``final_lr_fraction`` of it, without
+    warm-up; its step ``i`` draws batch ``FINETUNE_STREAM * (k + 1) + i``, far past any from-scratch step."""
+    ends = np.cumsum(cfg.finetune_steps)
+    k = int(np.searchsorted(ends, step, side="right"))
+    i = step - int(ends[k] - cfg.finetune_steps[k])
+    lr = lr_at(i, cfg.finetune_steps[k], cfg.finetune_lr[k], 0, cfg.final_lr_fraction)
+    return FINETUNE_STREAM * (k + 1) + i, lr
+
+
+def finetune(cfg: TrainConfig, work: Path, model: _Denoiser) -> dict[str, float]:
+    """Stage 3 (resumable): the trained denoiser, optimiser state and all, on scenes with two objects
+    ``finetune_p_two`` of the time (binding colours to shapes is what pairs get wrong), EMA decay fixed."""
+    if len(cfg.finetune_steps) != len(cfg.finetune_lr):
+        raise ValueError(f"finetune_steps {cfg.finetune_steps} and finetune_lr {cfg.finetune_lr} differ in length")
+    state = _load(work / "finetune.pt") or {"step": 0, "cpu_s": 0.0, "wall_s": 0.0}
+    if "unet" in state:
+        model.load(state)
+        _log(f"finetune: resumed at step {state['step']}")
+    layout = Layout(p_two=cfg.finetune_p_two)
+
+    def update(step: int) -> float:
+        batch, lr = finetune_plan(cfg, step)
+        return model.step(batch, layout, lr, cfg.ema_decay)
+
+    _run(cfg, work / "finetune.pt", model, state, sum(cfg.finetune_steps), "finetune", update)
+    return {"cpu_s": state["cpu_s"], "wall_s": state["wall_s"]}
 
 
 def train(cfg: TrainConfig, work: str | Path, out: str | Path | None = None) -> Any:
@@ -229,8 +298,9 @@ def train(cfg: TrainConfig, work: str | Path, out: str | Path | None = None) -> 
     work = Path(work)
     work.mkdir(parents=True, exist_ok=True)
     vae, vae_record = train_vae(cfg, work)
-    unet, text_encoder, unet_record = train_denoiser(cfg, work, vae)
-    pipe = sp.assemble(vae, text_encoder, unet)
+    model, unet_record = train_denoiser(cfg, work, vae)
+    finetune_record = finetune(cfg, work, model)
+    pipe = sp.assemble(vae, model.ema_text.eval(), model.ema_unet.eval())
     if out is not None:
         record = {
             "config": asdict(cfg),
@@ -239,6 +309,7 @@ def train(cfg: TrainConfig, work: str | Path, out: str | Path | None = None) -> 
             "torch": torch.__version__,
             "vae": vae_record,
             "denoiser": unet_record,
+            "finetune": finetune_record,
             "parameters": {
                 name: sum(p.numel() for p in getattr(pipe, name).parameters())
                 for name in ("vae", "unet", "text_encoder")
@@ -252,8 +323,9 @@ def train(cfg: TrainConfig, work: str | Path, out: str | Path | None = None) -> 
     return pipe
 
 
-def _int_list(text: str) -> tuple[int, ...]:
-    return tuple(int(x) for x in text.split(",") if x)
+def _list_of(kind: type) -> Any:
+    """An argparse type: comma-separated values of ``kind`` -> a tuple."""
+    return lambda text: tuple(kind(x) for x in text.split(",") if x)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -262,7 +334,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default=None, help="where to write the trained pipeline folder")
     parser.add_argument("--threads", type=int, default=1)
     for name, default in asdict(TrainConfig()).items():
-        kind = _int_list if isinstance(default, tuple) else type(default)
+        kind = _list_of(type(default[0])) if isinstance(default, tuple) else type(default)
         parser.add_argument(f"--{name.replace('_', '-')}", type=kind, default=default)
     args = vars(parser.parse_args(argv))
     torch.set_num_threads(args.pop("threads"))
