@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from lineas.core.errors import ConfigError
 from lineas.models.diffusion import DiffusionPipe
 from lineas.models.shapes import train as shapes_train
 from lineas.models.shapes.pipeline import SPEC, shapes_sd_dir
@@ -62,6 +63,8 @@ def _tiny(work: Path, **kw) -> shapes_train.TrainConfig:
 
 def test_training_is_seeded_and_a_killed_run_resumes_exactly(tmp_path, monkeypatch):
     straight = shapes_train.train(_tiny(tmp_path), tmp_path / "a", out=tmp_path / "out")
+    with pytest.raises(ConfigError, match="fine-tuning started from denoiser step 4"):
+        shapes_train.train(_tiny(tmp_path, unet_steps=6), tmp_path / "a")  # fine-tuning would overwrite the extension
     real = shapes_train.batch_rng
 
     # killed mid-denoiser, then at the start of the second fine-tune phase (after the checkpoint of the first)
@@ -135,3 +138,5 @@ def test_the_fine_tune_phases_each_decay_from_their_peak_on_batches_no_other_ste
     ]
     assert plan[1][1] == pytest.approx(3e-5, rel=1e-4) and plan[3][1] == pytest.approx(2e-5, rel=1e-4)
     assert cfg.unet_steps < stream and max(cfg.finetune_steps) < stream  # no two steps draw the same batch
+    with pytest.raises(ConfigError, match="one learning rate per fine-tune phase"):
+        shapes_train.TrainConfig(finetune_steps=(10, 10), finetune_lr=(1e-4,))

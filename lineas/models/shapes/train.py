@@ -17,7 +17,8 @@ Every batch is a function of (seed, stage, step) alone, and the work folder keep
 ``--save-every`` steps (written atomically): a killed run resumes where it stopped and ends with the
 weights of an uninterrupted one. A finished run extended to more steps (``--unet-steps N --replan-at M``,
 M the steps it had) re-plans the cosine decay over N from step M on; the same two flags on a fresh run
-reproduce it. Each further extension adds its start to the list (``--replan-at 3200,7000``). The defaults
+reproduce it. Each further extension adds its start to the list (``--replan-at 3200,7000``); once fine-tuning
+has started, extend in a new work folder holding ``vae.pt`` and ``unet.pt`` only. The defaults
 are the committed run: 3200 denoiser steps planned, extended to 7000, then fine-tuned 2000 + 4000 steps.
 """
 
@@ -35,6 +36,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 
+from lineas.core.errors import ConfigError, LineasError
 from lineas.core.files import PIPELINE_SETTINGS, atomic_dir, write_bytes, write_json
 from lineas.models.shapes import pipeline as sp
 from lineas.models.shapes.world import Layout, sample_scenes
@@ -70,6 +72,13 @@ class TrainConfig:
     finetune_p_two: float = 0.75
     save_every: int = 100
     log_every: int = 25
+
+    def __post_init__(self) -> None:
+        if len(self.finetune_steps) != len(self.finetune_lr):
+            raise ConfigError(
+                f"finetune_steps {self.finetune_steps} and finetune_lr {self.finetune_lr} differ in length: "
+                "give one learning rate per fine-tune phase"
+            )
 
 
 def batch_rng(cfg: TrainConfig, stage: str, step: int) -> tuple[np.random.Generator, torch.Generator]:
@@ -252,6 +261,11 @@ def train_denoiser(cfg: TrainConfig, work: Path, vae: Any) -> tuple[_Denoiser, d
     """Stage 2 (resumable): UNet + text encoder on the VAE latents of :class:`Layout` scenes."""
     model = _Denoiser(cfg, vae)
     state = _load(work / "unet.pt") or {"step": 0, "cpu_s": 0.0, "wall_s": 0.0}
+    if state["step"] < cfg.unet_steps and (work / "finetune.pt").is_file():
+        raise ConfigError(
+            f"{work}: fine-tuning started from denoiser step {state['step']}, so a denoiser extended to "
+            f"{cfg.unet_steps} steps would be replaced by it; extend in a new --work folder (copy vae.pt and unet.pt)"
+        )
     if "unet" in state:
         model.load(state)
         _log(f"unet: resumed at step {state['step']}")
@@ -277,8 +291,6 @@ def finetune_plan(cfg: TrainConfig, step: int) -> tuple[int, float]:
 def finetune(cfg: TrainConfig, work: Path, model: _Denoiser) -> dict[str, float]:
     """Stage 3 (resumable): the trained denoiser, optimiser state and all, on scenes with two objects
     ``finetune_p_two`` of the time (binding colours to shapes is what pairs get wrong), EMA decay fixed."""
-    if len(cfg.finetune_steps) != len(cfg.finetune_lr):
-        raise ValueError(f"finetune_steps {cfg.finetune_steps} and finetune_lr {cfg.finetune_lr} differ in length")
     state = _load(work / "finetune.pt") or {"step": 0, "cpu_s": 0.0, "wall_s": 0.0}
     if "unet" in state:
         model.load(state)
@@ -340,7 +352,10 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.pop("threads"))
     work, out = args.pop("work"), args.pop("out")
     _log(f"training the shapes-world pipeline: {' '.join(sys.argv[1:])}")
-    train(TrainConfig(**args), work, out)
+    try:
+        train(TrainConfig(**args), work, out)
+    except LineasError as err:
+        parser.exit(2, f"error: {err}\n")
 
 
 if __name__ == "__main__":
