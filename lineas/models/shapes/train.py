@@ -112,6 +112,11 @@ def _load(path: Path) -> dict[str, Any] | None:
     return torch.load(path, map_location="cpu", weights_only=True) if path.is_file() else None
 
 
+def _state(path: Path) -> dict[str, Any]:
+    """The checkpoint at ``path``, or a fresh one: step 0, no time spent."""
+    return _load(path) or {"step": 0, "cpu_s": 0.0, "wall_s": 0.0}
+
+
 def _checkpoint(path: Path, state: dict[str, Any], step: int, clocks: tuple[float, float], **weights: Any) -> None:
     """Save ``state`` at ``step`` with ``weights`` (state dicts), adding the time since ``clocks``."""
     t0, c0 = clocks
@@ -144,7 +149,7 @@ def train_vae(cfg: TrainConfig, work: Path) -> tuple[Any, dict[str, float]]:
     vae = sp.build_vae()
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
     ckpt_path = work / "vae.pt"
-    state = _load(ckpt_path) or {"step": 0, "cpu_s": 0.0, "wall_s": 0.0}
+    state = _state(ckpt_path)
     if "model" in state:
         vae.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
@@ -203,10 +208,13 @@ class _Denoiser:
     def state(self) -> dict[str, Any]:
         return {**{k: v.state_dict() for k, v in self.parts().items()}, "opt": self.opt.state_dict()}
 
-    def load(self, state: dict[str, Any]) -> None:
-        for name, part in self.parts().items():
-            part.load_state_dict(state[name])
-        self.opt.load_state_dict(state["opt"])
+    def resume(self, state: dict[str, Any], stage: str) -> None:
+        """Load the weights and optimiser of ``state``, if it holds any (a fresh state does not)."""
+        if "unet" in state:
+            for name, part in self.parts().items():
+                part.load_state_dict(state[name])
+            self.opt.load_state_dict(state["opt"])
+            _log(f"{stage}: resumed at step {state['step']}")
 
     def step(self, batch: int, layout: Layout, lr: float, ema_decay: float) -> float:
         """One update on the batch drawn at ``batch`` of the denoiser's stream; returns the loss."""
@@ -260,15 +268,13 @@ def _run(
 def train_denoiser(cfg: TrainConfig, work: Path, vae: Any) -> tuple[_Denoiser, dict[str, float]]:
     """Stage 2 (resumable): UNet + text encoder on the VAE latents of :class:`Layout` scenes."""
     model = _Denoiser(cfg, vae)
-    state = _load(work / "unet.pt") or {"step": 0, "cpu_s": 0.0, "wall_s": 0.0}
+    state = _state(work / "unet.pt")
     if state["step"] < cfg.unet_steps and (work / "finetune.pt").is_file():
         raise ConfigError(
             f"{work}: fine-tuning started from denoiser step {state['step']}, so a denoiser extended to "
             f"{cfg.unet_steps} steps would be replaced by it; extend in a new --work folder (copy vae.pt and unet.pt)"
         )
-    if "unet" in state:
-        model.load(state)
-        _log(f"unet: resumed at step {state['step']}")
+    model.resume(state, "unet")
 
     def update(step: int) -> float:
         return model.step(step, Layout(), unet_lr_at(cfg, step), min(cfg.ema_decay, (1 + step) / (10 + step)))
@@ -291,10 +297,8 @@ def finetune_plan(cfg: TrainConfig, step: int) -> tuple[int, float]:
 def finetune(cfg: TrainConfig, work: Path, model: _Denoiser) -> dict[str, float]:
     """Stage 3 (resumable): the trained denoiser, optimiser state and all, on scenes with two objects
     ``finetune_p_two`` of the time (binding colours to shapes is what pairs get wrong), EMA decay fixed."""
-    state = _load(work / "finetune.pt") or {"step": 0, "cpu_s": 0.0, "wall_s": 0.0}
-    if "unet" in state:
-        model.load(state)
-        _log(f"finetune: resumed at step {state['step']}")
+    state = _state(work / "finetune.pt")
+    model.resume(state, "finetune")
     layout = Layout(p_two=cfg.finetune_p_two)
 
     def update(step: int) -> float:
