@@ -57,12 +57,17 @@ class Detections:
         return torch.bincount(self.image, minlength=self.n)
 
     @property
-    def striped(self) -> torch.Tensor:
-        """(n,) bool: the area-weighted mean stripe energy of the image's objects exceeds the threshold."""
+    def stripe_energy(self) -> torch.Tensor:
+        """(n,) float64: the area-weighted mean stripe energy of each image's objects (0 without objects)."""
         w = self.area.double()
         num = torch.zeros(self.n, dtype=torch.float64).index_add_(0, self.image, w * self.stripe.double())
         den = torch.zeros(self.n, dtype=torch.float64).index_add_(0, self.image, w)
-        return num > STRIPE_THRESHOLD * den.clamp_min(1e-9) * (den > 0)
+        return num / den.clamp_min(1e-9)
+
+    @property
+    def striped(self) -> torch.Tensor:
+        """(n,) bool: the image's :attr:`stripe_energy` exceeds the threshold."""
+        return self.stripe_energy > STRIPE_THRESHOLD
 
     def histogram(self, attribute: str) -> torch.Tensor:
         """(n, K) objects per image of each value of ``shape`` (K=3), ``colour`` (K=4) or ``kind``

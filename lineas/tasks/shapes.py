@@ -143,7 +143,9 @@ def check_base(
 
 def hits(experiment: str, images: torch.Tensor, captions: Sequence[str]) -> dict[str, torch.Tensor]:
     """Per image (bool, N): ``concept`` (striped / shows a circle), each ``kept_*`` attribute that should not
-    change, ``preserved`` (all of them), and for removal ``one_object`` (only the other object left)."""
+    change, ``preserved`` (all of them); for style ``stripe_energy`` (float: how striped; 0 for a flat fill,
+    0.18 on average over the generator's striped renders, striped above 0.05); for removal ``one_object``
+    (only the other object left)."""
     det = detect(images)
     if experiment == "style":
         hit = follows(det, captions)
@@ -152,7 +154,9 @@ def hits(experiment: str, images: torch.Tensor, captions: Sequence[str]) -> dict
         hit = follows(det, [without(c) for c in captions])
         out = {"concept": ConceptRate(shape=REMOVED).present(det), "kept_pair": hit["pair"], "kept_style": hit["style"]}
     out["preserved"] = torch.stack([v for k, v in out.items() if k.startswith("kept_")]).all(0)
-    if experiment == "removal":
+    if experiment == "style":
+        out["stripe_energy"] = det.stripe_energy
+    else:
         out["one_object"] = det.count == 1
     return out
 

@@ -54,6 +54,11 @@ def test_detections_match_the_generator_labels(scenes, images):
     striped = torch.from_numpy(scenes.striped)[det.image]
     assert det.stripe[~striped].abs().max() < STRIPE_THRESHOLD / 2
     assert det.stripe[striped].min() > 1.5 * STRIPE_THRESHOLD
+    # an image's energy is its objects' area-weighted mean, summed object by object
+    for i in range(det.n):
+        mine = det.image == i
+        want_energy = (det.area[mine] * det.stripe[mine].double()).sum() / det.area[mine].sum() if mine.any() else 0.0
+        assert float(det.stripe_energy[i]) == pytest.approx(float(want_energy), rel=1e-9, abs=1e-12)
 
 
 def test_caption_following_is_perfect_on_renders_and_catches_each_kind_of_mismatch(scenes, images):
