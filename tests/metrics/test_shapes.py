@@ -54,7 +54,7 @@ def test_detections_match_the_generator_labels(scenes, images):
     striped = torch.from_numpy(scenes.striped)[det.image]
     assert det.stripe[~striped].abs().max() < STRIPE_THRESHOLD / 2
     assert det.stripe[striped].min() > 1.5 * STRIPE_THRESHOLD
-    # an image's energy is its objects' area-weighted mean, summed object by object
+    # an image's energy is its objects' area-weighted mean, computed here image by image
     for i in range(det.n):
         mine = det.image == i
         want_energy = (det.area[mine] * det.stripe[mine].double()).sum() / det.area[mine].sum() if mine.any() else 0.0
