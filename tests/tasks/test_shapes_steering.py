@@ -59,7 +59,7 @@ def _flip(text: str) -> str:
 TARGETS = {"shapes_style": "style", "shapes_concept_removal": "removal"}
 
 
-@pytest.mark.slow  # 122 s (style), 121 s (removal), one core each of the 2-core box: fit, merged export, 192 + 16 images
+@pytest.mark.slow  # 122 s (style), 121 s (removal) on one core of the 2-core box: fit, merged export, 208 images
 @pytest.mark.parametrize("recipe", sorted(TARGETS))
 def test_recipe_steers_held_out_captions_and_seeds(recipe, tmp_path):
     """The recipe as shipped (fit + merged export), then the rates at strengths 0 and 1 on the held-out captions
