@@ -150,15 +150,13 @@ def hits(experiment: str, images: torch.Tensor, captions: Sequence[str]) -> dict
     if experiment == "style":
         hit = follows(det, captions)
         out = {"concept": ConceptRate(style=True).present(det), "kept_count": hit["count"], "kept_pair": hit["pair"]}
+        extra = {"stripe_energy": det.stripe_energy}
     else:
         hit = follows(det, [without(c) for c in captions])
         out = {"concept": ConceptRate(shape=REMOVED).present(det), "kept_pair": hit["pair"], "kept_style": hit["style"]}
+        extra = {"one_object": det.count == 1}
     out["preserved"] = torch.stack([v for k, v in out.items() if k.startswith("kept_")]).all(0)
-    if experiment == "style":
-        out["stripe_energy"] = det.stripe_energy
-    else:
-        out["one_object"] = det.count == 1
-    return out
+    return {**out, **extra}
 
 
 def rates(experiment: str, images: torch.Tensor, captions: Sequence[str]) -> dict[str, float]:
