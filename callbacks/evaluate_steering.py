@@ -49,7 +49,7 @@ class EvaluateSteering(L.Callback):
         def report(m: dict[str, Any]) -> None:
             rank_zero_info(
                 f"  strength {m['strength']:g}: toxic rate {m['toxicity_rate']:.3f}, mean toxicity "
-                f"{m['toxicity_mean']:.3f}, perplexity {m['perplexity']:.2f}"
+                f"{m['toxicity_mean']:.3f}, perplexity {m['perplexity']:.2f}, fluency {m['fluency']:.2f}"
             )
 
         maps = pl_module.fitted_maps()

@@ -57,7 +57,7 @@ def compare(
     threshold: float = 0.5,
     progress: bool = True,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Metric rows (``method``, ``strength``, toxicity, perplexity, standard errors) and generated rows."""
+    """Metric rows (``method``, ``strength``, toxicity, perplexity, fluency, standard errors) and generated rows."""
     first = next(iter(runs.values()))
     base, generated = evaluate(model, tokenizer, first, [0.0], prompts, neutral, sampling, threshold, progress)
     rows = [{"method": "base model", "support": None, "dims": None, "clipped": False, **base[0]}]
@@ -74,10 +74,10 @@ def compare(
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
-    """A Markdown table: method, support, strength, toxic rate, mean toxicity +- se, perplexity +- se."""
+    """A Markdown table: method, support, strength, toxic rate, mean toxicity, perplexity and fluency (+- se)."""
     lines = [
-        "| method | support | strength | toxic rate | mean toxicity (± se) | perplexity (± se) |",
-        "|---|---|---|---|---|---|",
+        "| method | support | strength | toxic rate | mean toxicity (± se) | perplexity (± se) | fluency (± se) |",
+        "|---|---|---|---|---|---|---|",
     ]
     last = None
     for r in rows:
@@ -86,7 +86,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
         lines.append(
             f"| {'' if same else r['method']} | {'' if same else support} | {r['strength']:g} | "
             f"{r['toxicity_rate']:.3f} | {r['toxicity_mean']:.3f} ± {r['toxicity_mean_se']:.3f} | "
-            f"{r['perplexity']:.2f} ± {r['perplexity_se']:.2f} |"
+            f"{r['perplexity']:.2f} ± {r['perplexity_se']:.2f} | {r['fluency']:.2f} ± {r['fluency_se']:.2f} |"
         )
         last = r["method"]
     return "\n".join(lines)

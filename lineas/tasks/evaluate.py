@@ -2,7 +2,8 @@
 
 For each strength: continuations of the toxicity prompts are sampled (seeded, the same seed at every
 strength) and scored by :class:`lineas.metrics.Toxicity` (the continuation alone, not the prompt);
-the perplexity of the neutral sentences is measured with the maps at that strength. Writes, under
+their fluency is the perplexity of each continuation given its prompt under the UNSTEERED model; the
+perplexity of the neutral sentences is measured with the maps at that strength. Writes, under
 ``output_dir`` (default: beside the maps, ``eval/``): ``metrics.json``, ``metrics.png`` (toxicity and
 perplexity against strength), ``generations.jsonl`` and TensorBoard scalars (``tb/``).
 """
@@ -20,13 +21,14 @@ from torch import nn
 from lineas.core.files import write_json, write_jsonl
 from lineas.core.maps import AffineMaps
 from lineas.core.prompts import read_prompts
-from lineas.metrics.perplexity import perplexity_with_se
+from lineas.metrics.perplexity import fluency_with_se, perplexity_with_se
 from lineas.metrics.toxicity import Toxicity
 from lineas.models.causal_lm import load_causal_lm
 from lineas.models.families import check_fitted_on
+from lineas.models.sources import resolve
 from lineas.tasks.configs import EvalSettings, EvaluateConfig, Sampling
 from lineas.tasks.figures import pyplot, save_figure
-from lineas.tasks.generate import generate
+from lineas.tasks.generate import format_prompts, generate
 from lineas.tasks.steered import load_steering
 
 
@@ -41,21 +43,30 @@ def evaluate(
     threshold: float = 0.5,
     progress: bool = True,
     on_row: Callable[[dict[str, Any]], None] | None = None,
+    base_model: nn.Module | None = None,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Per strength: toxicity (mean, rate above ``threshold``) of sampled continuations and perplexity,
-    with the standard errors of the mean toxicity (over continuations) and of the perplexity (over texts).
+    """Per strength: toxicity (mean, rate above ``threshold``) of sampled continuations, their fluency
+    (perplexity given the prompt under the unsteered model) and the perplexity of ``neutral``, with standard
+    errors (over continuations for toxicity and fluency, over texts for perplexity).
 
     Returns the metric rows and the generated rows. ``maps=None`` evaluates ``model`` as it is
-    (e.g. a merged checkpoint) once, reported at strength 1. ``on_row`` gets each metric row as it is done.
-    Continuations and perplexity texts both run in batches of ``sampling.batch_size``.
+    (e.g. a merged checkpoint) once, reported at strength 1; fluency is then scored by ``base_model``
+    (None: ``model`` itself, which is the unsteered model only if it is a base). ``on_row`` gets each
+    metric row as it is done. Continuations and perplexity texts both run in batches of ``sampling.batch_size``.
     """
     sampling = sampling or Sampling()
     metrics, generations = [], []
+    contexts = format_prompts(tokenizer, prompts, sampling.chat_template)
     for lam in strengths if maps is not None else [1.0]:
         rows = generate(model, tokenizer, prompts, maps, (lam,), sampling, progress=progress)
+        continuations = [r["continuation"] for r in rows]
         toxicity = Toxicity(threshold=threshold)
-        toxicity.update([r["continuation"] for r in rows])
+        toxicity.update(continuations)
         tox = toxicity.compute()
+        scorer = base_model if base_model is not None else model
+        fluency, fluency_se = fluency_with_se(
+            scorer, tokenizer, contexts, continuations, sampling.batch_size, progress=progress
+        )
         with maps.apply(model, strength=lam) if maps is not None else nullcontext():
             ppl, ppl_se = perplexity_with_se(model, tokenizer, neutral, sampling.batch_size, progress=progress)
         metrics.append(
@@ -66,6 +77,8 @@ def evaluate(
                 "perplexity": ppl,
                 "toxicity_mean_se": float(tox["se"]),
                 "perplexity_se": ppl_se,
+                "fluency": fluency,
+                "fluency_se": fluency_se,
             }
         )
         generations += rows
@@ -85,8 +98,9 @@ def plot(metrics: list[dict[str, Any]], path: Path, title: str) -> None:
     ax.set_ylabel("toxicity")
     ax.set_ylim(bottom=0)
     ax2 = ax.twinx()
-    ax2.plot(lam, [m["perplexity"] for m in metrics], "^-", color="tab:blue", label="perplexity")
-    ax2.set_ylabel("perplexity (neutral sentences)")
+    ax2.plot(lam, [m["perplexity"] for m in metrics], "^-", color="tab:blue", label="perplexity (neutral)")
+    ax2.plot(lam, [m["fluency"] for m in metrics], "v:", color="tab:green", label="fluency (continuations)")
+    ax2.set_ylabel("perplexity")
     handles = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
     ax.legend(handles, [h.get_label() for h in handles], loc="upper center", fontsize=8)
     ax.set_title(title, fontsize=9)
@@ -95,9 +109,10 @@ def plot(metrics: list[dict[str, Any]], path: Path, title: str) -> None:
 
 
 def format_metrics(metrics: list[dict[str, Any]]) -> str:
-    lines = [f"{'strength':>8}  {'toxic rate':>10}  {'mean tox':>8}  {'perplexity':>10}"]
+    lines = [f"{'strength':>8}  {'toxic rate':>10}  {'mean tox':>8}  {'perplexity':>10}  {'fluency':>8}"]
     lines += [
         f"{m['strength']:>8.2f}  {m['toxicity_rate']:>10.3f}  {m['toxicity_mean']:>8.3f}  {m['perplexity']:>10.2f}"
+        f"  {m['fluency']:>8.2f}"
         for m in metrics
     ]
     return "\n".join(lines)
@@ -118,7 +133,7 @@ def write_report(out: Path, record: dict[str, Any], rows: list[dict[str, Any]]) 
     )
     with SummaryWriter(str(out / "tb")) as writer:
         for m in metrics:
-            for key in ("toxicity_rate", "toxicity_mean", "perplexity"):
+            for key in ("toxicity_rate", "toxicity_mean", "perplexity", "fluency"):
                 writer.add_scalar(f"eval/{key}", m[key], round(100 * m["strength"]))
 
 
@@ -131,6 +146,14 @@ def load_texts(cfg: EvalSettings) -> tuple[list[str], list[str]]:
     return prompts, neutral
 
 
+def merged_base(spec: str, dtype: str) -> nn.Module | None:
+    """The base model a merged checkpoint was made from (its merge record), to score fluency; None otherwise."""
+    record = resolve(spec).merge_record
+    if not record or not record.get("base_model"):
+        return None
+    return load_causal_lm(record["base_model"], dtype)[0]
+
+
 def run_evaluate(cfg: EvaluateConfig) -> list[dict[str, Any]]:
     """What ``python -m lineas.evaluate`` does: evaluate, write metrics.json, metrics.png,
     generations.jsonl and TensorBoard scalars, print the table."""
@@ -141,7 +164,16 @@ def run_evaluate(cfg: EvaluateConfig) -> list[dict[str, Any]]:
         check_fitted_on(steering.maps.info, model, steering.spec)
     prompts, neutral = load_texts(cfg)
     metrics, rows = evaluate(
-        model, tokenizer, steering.maps, steering.strengths, prompts, neutral, cfg.sampling, cfg.threshold, cfg.progress
+        model,
+        tokenizer,
+        steering.maps,
+        steering.strengths,
+        prompts,
+        neutral,
+        cfg.sampling,
+        cfg.threshold,
+        cfg.progress,
+        base_model=merged_base(steering.spec, cfg.dtype) if steering.maps is None else None,
     )
     record = {
         "model": steering.spec,

@@ -9,7 +9,7 @@ import torch
 import lineas
 from lineas.cli.train import train
 from lineas.metrics import Toxicity
-from lineas.metrics.perplexity import perplexity
+from lineas.metrics.perplexity import fluency_with_se, perplexity
 from lineas.tasks.evaluate import evaluate
 from tests.helpers import compose_cfg, run_cli
 
@@ -53,6 +53,8 @@ def test_evaluate_numbers_are_the_metrics_of_the_generated_text(tiny_llama):
         tox = Toxicity()
         tox.update(texts)
         assert m["toxicity_mean"] == float(tox.compute()["mean"])
+        # fluency: the continuations scored by the UNSTEERED model, given their prompts
+        assert m["fluency"] == fluency_with_se(model, tok, prompts, texts, batch_size=2, progress=False)[0]
         with maps.apply(model, strength=m["strength"]):
             assert m["perplexity"] == perplexity(model, tok, neutral, progress=False)
     assert metrics[0]["perplexity"] == perplexity(model, tok, neutral, progress=False)  # strength 0 = base
