@@ -24,7 +24,14 @@ def load(split: str) -> tuple[dict, list[dict]]:
     folder = HERE / "results" / split
     base = json.loads((folder / "base.json").read_text())["metrics"][0]
     runs = [json.loads(p.read_text()) for p in sorted(folder.glob("*.json")) if p.stem != "base"]
-    return base, runs
+    return base, [r for r in runs if r["metrics"]]
+
+
+def diverged(split: str) -> list[dict]:
+    """The fits whose held-out W2 rose (not evaluated)."""
+    folder = HERE / "results" / split
+    runs = [json.loads(p.read_text()) for p in sorted(folder.glob("*.json")) if p.stem != "base"]
+    return [r for r in runs if r.get("diverged")]
 
 
 def points(base: dict, runs: list[dict]) -> list[dict]:
@@ -125,6 +132,11 @@ def main() -> None:
     pts = points(base, runs)
     folder = HERE / "results" / args.split
     text = table(base, runs, pts)
+    gone = diverged(args.split)
+    if gone:
+        text += "\n\nDiverged (held-out W2 of the fitting sentences rose; not evaluated): " + ", ".join(
+            f"{r['name']} ({r['heldout_w2']['before']:.4f} -> {r['heldout_w2']['after']:.4f})" for r in gone
+        )
     write_text(folder / "frontier.md", text + "\n")
     plot(base, runs, pts, folder / "frontier.png", f"SmolLM2-135M, {args.split} sets; each curve: strengths 0.25-1")
     print(text)

@@ -12,6 +12,7 @@ is evaluated without being fitted again.
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import subprocess
 import sys
@@ -72,7 +73,7 @@ def main() -> None:
     prompts_file, texts_file = SPLITS[args.split]
     prompts, neutral = read_prompts(data_path(prompts_file)), read_prompts(data_path(texts_file))
     model, tokenizer = load_causal_lm(MODEL, "float32")
-    sampling = Sampling()
+    sampling = Sampling(batch_size=80)  # every prompt in one batch: the same draws as compare with batch_size=80
     if not (results / "base.json").exists():
         base, _ = evaluate(model, tokenizer, None, [0.0], prompts, neutral, sampling, progress=False)
         base[0]["strength"] = 0.0  # the model as it is: the base
@@ -80,6 +81,21 @@ def main() -> None:
     for name in todo:
         maps_dir, wall = fit(name, SETTINGS[name], args.runs)
         maps = load_maps(maps_dir)
+        w2 = json.loads((maps_dir.parent / "fit_summary.json").read_text())["heldout_w2"]["mean"]
+        if w2["after"] >= w2["before"]:  # the fit moved away from the target: no evaluation
+            write_json(
+                results / f"{name}.json",
+                {
+                    "name": name,
+                    "overrides": SETTINGS[name],
+                    "fit_wall_s": wall,
+                    "diverged": True,
+                    "heldout_w2": w2,
+                    "metrics": [],
+                },
+            )
+            print(f"{name}: held-out W2 {w2['before']:.4f} -> {w2['after']:.4f}: diverged, not evaluated", flush=True)
+            continue
         start = time.perf_counter()
         metrics, _ = evaluate(model, tokenizer, maps, STRENGTHS, prompts, neutral, sampling, progress=False)
         record = {
@@ -90,6 +106,7 @@ def main() -> None:
             "support": maps.support(maps.info.get("sparsity", {}).get("eps", 1e-5))["total"],
             "dims": sum(maps.dims),
             "steps": maps.info.get("steps"),
+            "heldout_w2": w2,
             "metrics": metrics,
         }
         write_json(results / f"{name}.json", record)

@@ -45,11 +45,13 @@ def test_smollm2_recipes_are_mergeable_lineas_fits_with_sparsity(tmp_path, recip
     cfg = compose_cfg(f"recipe={recipe}", f"output_dir={tmp_path}")
     assert cfg.module.estimator == "lineas" and not cfg.module.clip  # unclipped: they fold into weights
     assert cfg.callbacks.export_merged is not None and cfg.callbacks.evaluate is not None
-    assert cfg.backbone.model == "offline:smollm2-135m-instruct" and cfg.module.sites == "mlp_out"
+    assert cfg.backbone.model == "offline:smollm2-135m-instruct"
+    assert cfg.module.sites == ("mlp_in" if recipe == "toxicity_smollm2_paper" else "mlp_out")
     # the default takes bfloat16 where the hardware has it; the others keep the base of their README figures
     assert cfg.backbone.dtype == ("auto" if recipe == "toxicity_smollm2" else "float32")
-    if recipe == "toxicity_smollm2_paper":  # the official schedule
-        assert (cfg.module.lr, cfg.trainer.max_steps, list(cfg.module.optimizer.betas)) == (1e-3, 1000, [0.9, 0.9])
+    if recipe == "toxicity_smollm2_paper":  # the authors' toxicity recipe: SGD at lr 0.1, 1000 steps, raw loss
+        assert cfg.module.optimizer._target_ == "torch.optim.SGD" and not cfg.module.normalize
+        assert (cfg.module.lr, cfg.trainer.max_steps, cfg.module.sparsity.l1) == (0.1, 1000, 0.0)
     elif recipe == "toxicity_smollm2":  # the fast default (README "Time to steer")
         assert (cfg.module.lr, cfg.trainer.max_steps, list(cfg.callbacks.evaluate.strengths)) == (3e-2, 30, [0, 1])
     else:  # the schedule of the README's result tables
