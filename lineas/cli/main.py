@@ -23,7 +23,8 @@ def user_error(err: BaseException | None) -> LineasError | None:
 
 @contextmanager
 def one_line_errors(name: str) -> Iterator[None]:
-    """Print a user error raised inside the block as ``lineas.NAME: message`` and exit 2 (no traceback)."""
+    """Print a user error raised inside the block as ``lineas.NAME: message`` and exit 2 (no traceback; an
+    interrupted fit exits 128 + the signal's number)."""
     try:
         yield
     except Exception as err:
@@ -31,7 +32,7 @@ def one_line_errors(name: str) -> Iterator[None]:
         if cause is None:
             raise
         print(f"lineas.{name}: {cause}", file=sys.stderr)
-        raise SystemExit(2) from None
+        raise SystemExit(getattr(cause, "exit_code", 2)) from None
 
 
 def typed(cfg: DictConfig) -> Any:
