@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from lineas.models.backbone import parse_dtype
-from lineas.models.sources import resolve
+from lineas.models.sources import canonical_spec, resolve
 from lineas.models.synthetic import random_model
 
 
@@ -66,7 +66,7 @@ class CausalLM:
         trust_remote_code: bool = False,
         device: str | None = None,
     ) -> None:
-        self.spec = model
+        self.spec = canonical_spec(model)
         self.fit_steps = 1
         self.model, self.tokenizer = load_causal_lm(model, dtype, device, trust_remote_code)
         if self.tokenizer.pad_token is None:

@@ -27,7 +27,7 @@ from torch import nn
 
 from lineas.core.errors import ConfigError, ModelSourceError
 from lineas.models.backbone import parse_dtype
-from lineas.models.sources import resolve
+from lineas.models.sources import canonical_spec, resolve
 
 PIPELINE_FAMILIES = {
     "StableDiffusionPipeline": "stable_diffusion",
@@ -95,7 +95,7 @@ class DiffusionPipe:
         seed: int = 0,
         fit_steps: int = 1,
     ) -> None:
-        self.spec = model
+        self.spec = canonical_spec(model)
         self.pipe = load_pipeline(model, dtype)
         self.model = PipelineModules(self.pipe).requires_grad_(False).eval()
         self.family = self.model.config.model_type
