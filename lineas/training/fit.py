@@ -56,7 +56,7 @@ def fit(
     """
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
         raise ConfigError(f"steps={steps!r}: give a whole number of optimizer steps (0 or more)")
-    if not isinstance(model, (str, Backbone)):
+    if model is None or not (isinstance(model, str) or hasattr(model, "collate")):
         raise ConfigError(f"model={model!r}: give a model spec (hub id, folder, offline:..., tiny:...) or a Backbone")
     claim = Output(output_dir, "run", overwrite=overwrite, in_place=True) if output_dir is not None else nullcontext()
     if output_dir is not None:
