@@ -107,7 +107,8 @@ class PromptPairDataModule(L.LightningDataModule):
             warnings.warn(
                 "no held-out prompts (num_fit takes them all): val/w2 and heldout_w2 are not measured", stacklevel=2
             )
-        if sorted(self.prompts["source"]["fit"]) == sorted(self.prompts["target"]["fit"]):
+        every = {side: sorted(p["fit"] + p["heldout"]) for side, p in self.prompts.items()}
+        if every["source"] == every["target"]:
             warnings.warn("source and target prompts are the same: the maps have nothing to learn", stacklevel=2)
         self._stream_seed: int | None = None
 

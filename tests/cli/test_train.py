@@ -160,9 +160,7 @@ def test_claim_output_dir(tmp_path):
     claim(f"output_dir={run}")  # absent: fine
     claim(f"output_dir={run}")  # holding only its marker: fine
     fake_run(run)
-    with pytest.raises(
-        lineas.LineasError, match=r"holds files already \(checkpoints, maps\).*resume=.*overwrite=true"
-    ):
+    with pytest.raises(lineas.LineasError, match=r"holds files already \(checkpoints, maps\).*resume=.*overwrite=true"):
         claim(f"output_dir={run}")
     claim(f"output_dir={run}", f"resume={run}/checkpoints/last.ckpt")  # continuing its own checkpoint: fine
     assert (run / "maps").exists()
