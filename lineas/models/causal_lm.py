@@ -8,6 +8,7 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 
+from lineas.core.errors import ConfigError
 from lineas.models.backbone import parse_dtype
 from lineas.models.sources import canonical_spec, resolve
 from lineas.models.synthetic import random_model
@@ -48,6 +49,15 @@ def load_causal_lm(
     return model.requires_grad_(False).eval(), tokenizer
 
 
+def context_length(model: nn.Module) -> int | None:
+    """The most positions ``model`` attends over (its config's), or None if it does not say."""
+    config = getattr(model, "config", None)
+    for key in ("max_position_embeddings", "n_positions"):
+        if isinstance(getattr(config, key, None), int):
+            return getattr(config, key)
+    return None
+
+
 class CausalLM:
     """A frozen ``AutoModelForCausalLM`` and its tokenizer.
 
@@ -72,6 +82,16 @@ class CausalLM:
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.tokenizer.padding_side = "right"
+        limit = context_length(self.model)
+        if (
+            isinstance(max_length, bool)
+            or not isinstance(max_length, int)
+            or not 1 <= max_length <= (limit or max_length)
+        ):
+            raise ConfigError(
+                f"backbone.max_length={max_length!r}: give a whole number of tokens from 1 to the model's context "
+                f"({limit} tokens)"
+            )
         self.max_length = max_length
         self.exclude_bos = exclude_bos
 

@@ -60,7 +60,7 @@ from lineas.core.files import write_jsonl
 from lineas.core.maps import AffineMaps
 from lineas.core.outputs import Output
 from lineas.core.prompts import read_prompts
-from lineas.models.causal_lm import load_causal_lm
+from lineas.models.causal_lm import context_length, load_causal_lm
 from lineas.models.families import check_fitted_on
 from lineas.models.sources import resolve
 from lineas.tasks.configs import GenerateConfig, Sampling, check_strengths
@@ -164,6 +164,7 @@ def generate(
     if batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
     texts = format_prompts(tokenizer, prompts, sampling.chat_template)
+    check_context(model, tokenizer, texts, sampling.max_new_tokens, not sampling.chat_template)
     device = next(model.parameters()).device
     kwargs.update(max_new_tokens=sampling.max_new_tokens, do_sample=sampling.do_sample)
     if sampling.do_sample:
@@ -194,6 +195,20 @@ def generate(
         for i, p in enumerate(prompts)
         for lam in columns
     ]
+
+
+def check_context(model: nn.Module, tokenizer: Any, texts: list[str], new_tokens: int, special: bool) -> None:
+    """Refuse prompts that, with ``new_tokens`` more, do not fit the model's context (one line naming the limit)."""
+    limit = context_length(model)
+    if limit is None or not texts:
+        return
+    lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=special)["input_ids"]]
+    longest = max(range(len(texts)), key=lengths.__getitem__)
+    if lengths[longest] + new_tokens > limit:
+        raise ConfigError(
+            f"prompt {longest + 1} is {lengths[longest]} tokens: with sampling.max_new_tokens={new_tokens} it does "
+            f"not fit the model's context of {limit} tokens; shorten the prompts or lower max_new_tokens"
+        )
 
 
 def _continue(

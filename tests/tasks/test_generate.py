@@ -224,3 +224,11 @@ def test_a_cuda_device_without_a_gpu_is_one_line(tmp_path):
     prompts.write_text("Hello there\n")
     with pytest.raises(lineas.ConfigError, match="device=cuda: this machine has no such CUDA device"):
         run(GenerateConfig(model="tiny:llama", prompts=str(prompts), device="cuda", output=None))
+
+
+def test_prompts_longer_than_the_context_are_one_line_naming_the_limit():
+    model, tok = load_model("tiny:gpt2")
+    with pytest.raises(lineas.ConfigError, match="prompt 2 is .* tokens.*context of 256 tokens"):
+        generate(model, tok, ["short", "word " * 300], max_new_tokens=4, do_sample=False, progress=False)
+    with pytest.raises(lineas.ConfigError, match=r"backbone.max_length=1000.*\(256 tokens\)"):
+        lineas.CausalLM("tiny:gpt2", max_length=1000)
