@@ -8,7 +8,7 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 
-from lineas.core.errors import ConfigError
+from lineas.core.errors import ConfigError, ModelSourceError
 from lineas.models.backbone import parse_dtype
 from lineas.models.sources import canonical_spec, resolve
 from lineas.models.synthetic import random_model
@@ -38,6 +38,11 @@ def load_causal_lm(
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     source = resolve(spec)
+    if source.is_pipeline:
+        raise ModelSourceError(
+            f"{spec} is a diffusers pipeline, not a causal LM: fit it with backbone=pipeline (e.g. recipe=tiny_sd), "
+            "or give a causal LM"
+        )
     tokenizer = AutoTokenizer.from_pretrained(source.path, trust_remote_code=trust_remote_code)
     if source.shape is not None:
         model = random_model(source.shape, parse_dtype(dtype, device), device or "cpu")

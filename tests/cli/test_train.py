@@ -293,3 +293,17 @@ def test_a_signal_saves_a_checkpoint_says_how_to_resume_and_exits_non_zero(tmp_p
     assert len(lines) == 1 and f"resume={ckpt}" in lines[0], stderr[-2000:]
     step = read_checkpoint(ckpt)["global_step"]
     assert step > 0 and f"after step {step}" in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [
+        (["recipe=tiny_sd", "backbone.model=tiny:llama"], "tiny:llama is not a diffusers pipeline"),
+        (["recipe=tiny", "backbone.model=tiny:sd"], "tiny:sd is a diffusers pipeline, not a causal LM"),
+        (["recipe=tiny", "backbone.model=./no/such/folder"], "no such folder"),
+        (["recipe=tiny", "data.source=???"], "data.source and data.target are required"),
+    ],
+)
+def test_a_backbone_or_data_that_cannot_be_used_is_one_error(tmp_path, args, match):
+    with pytest.raises(lineas.LineasError, match=match):
+        train(compose_cfg(*args, f"output_dir={tmp_path / 'run'}", "trainer.enable_progress_bar=false"))

@@ -175,10 +175,11 @@ def test_merged_tied_head_matches_live_maps_and_unties(tmp_path):
     assert (out - live).abs().max() < 1e-4
 
 
-def test_maps_fitted_on_a_merged_checkpoint_run_on_it_and_chain_provenance(tmp_path):
+def test_maps_fitted_on_a_merged_checkpoint_run_on_it_and_chain_provenance(tmp_path, monkeypatch):
     backbone = lineas.CausalLM("tiny:llama")
     export(random_maps_for(backbone, "mlp_out", scale=0.3), tmp_path / "m1", strength=0.5)
-    on_merged = lineas.CausalLM(str(tmp_path / "m1"))
+    monkeypatch.chdir(tmp_path)
+    on_merged = lineas.CausalLM("m1")  # a relative folder is recorded as its absolute path
     assert on_merged.spec == str((tmp_path / "m1").resolve())
     second = random_maps_for(on_merged, "attn_out", scale=0.3)
     second.save(tmp_path / "maps2")
