@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import signal
 import sys
 from contextlib import nullcontext
 from pathlib import Path
@@ -44,27 +45,28 @@ def train(cfg: DictConfig) -> Path:
     out = Path(cfg.output_dir)
     if cfg.resume is not None:  # a truncated or foreign file, or a step the run is past: refused before loading
         check_resume_steps(read_checkpoint(cfg.resume), cfg.trainer.max_steps, out / "maps")
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
-    backbone = build(cfg.backbone)
-    datamodule = build(cfg.data, collate_fn=backbone.collate)
-    module = build(cfg.module, backbone=backbone)
-    callbacks = [build(c) for c in cfg.callbacks.values() if c is not None]
-    if cfg.trainer.get("enable_progress_bar", True) and _RICH_AVAILABLE:
-        callbacks.append(StepProgress())
     last = out / "checkpoints" / "last.ckpt"
     interrupt = InterruptCheckpoint(last)
-    logger = TensorBoardLogger(save_dir=str(out), name="tb", version="")
-    trainer = instantiate(cfg.trainer, callbacks=[*callbacks, interrupt], logger=logger)
-    try:
-        with frozen_base_expected():
-            trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.resume)
-    except SIGTERMException:
-        name = "SIGINT" if interrupt.signum == 2 else "SIGTERM"
-        raise FitInterrupted(
-            f"stopped by {name} after step {trainer.global_step}; its checkpoint is {last}: continue with "
-            f"{resume_command(last)}",
-            128 + (interrupt.signum or 15),
-        ) from None
+    with interrupt.listening():
+        L.seed_everything(cfg.seed, workers=True, verbose=False)
+        backbone = build(cfg.backbone)
+        datamodule = build(cfg.data, collate_fn=backbone.collate)
+        module = build(cfg.module, backbone=backbone)
+        callbacks = [build(c) for c in cfg.callbacks.values() if c is not None]
+        if cfg.trainer.get("enable_progress_bar", True) and _RICH_AVAILABLE:
+            callbacks.append(StepProgress())
+        logger = TensorBoardLogger(save_dir=str(out), name="tb", version="")
+        trainer = instantiate(cfg.trainer, callbacks=[*callbacks, interrupt], logger=logger)
+        try:
+            with frozen_base_expected():
+                trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.resume)
+        except SIGTERMException:
+            name = "SIGINT" if interrupt.signum == signal.SIGINT else "SIGTERM"
+            raise FitInterrupted(
+                f"stopped by {name} after step {trainer.global_step}; its checkpoint is {last}: continue with "
+                f"{resume_command(last)}",
+                128 + (interrupt.signum or signal.SIGTERM),
+            ) from None
     if trainer.checkpoint_callback is not None:  # last.ckpt holds the final step, as the maps do
         trainer.save_checkpoint(Path(trainer.checkpoint_callback.dirpath) / "last.ckpt")
     if trainer.is_global_zero:
