@@ -22,6 +22,7 @@ from lineas.core.errors import OutputBusyError, OutputExistsError
 from lineas.core.files import MAPS_CONFIG, MAPS_WEIGHTS, atomic_dir, write_json
 
 MARKER = ".lineas_output.json"  # in every folder lineas writes: {"kind": "run" | "export" | ...}
+INTERRUPTED = (130, 143)  # exit statuses of a fit stopped by SIGINT / SIGTERM with its checkpoint saved
 
 
 def mark(folder: str | os.PathLike, kind: str) -> None:
@@ -150,7 +151,8 @@ class Output:
 
     def __exit__(self, kind: Any, err: Any, tb: Any) -> None:
         try:
-            failed = kind is not None and not (isinstance(err, SystemExit) and err.code in (0, None))
+            kept = (0, None, *INTERRUPTED)  # a stopped fit's new folder holds its checkpoint: it is kept
+            failed = kind is not None and not (isinstance(err, SystemExit) and err.code in kept)
             if self.in_place and failed and not self.done:
                 self._undo()
             elif self._aside is not None:

@@ -92,6 +92,16 @@ def test_in_place_replacement_is_undone_when_the_command_fails(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
 
 
+def test_a_fit_stopped_by_a_signal_keeps_its_new_run(tmp_path):
+    run = lineas_run(tmp_path / "run")
+    with pytest.raises(SystemExit):
+        with Output(run, "run", overwrite=True, in_place=True):
+            (run / "checkpoints").mkdir()
+            raise SystemExit(143)
+    assert (run / "checkpoints").is_dir() and not (run / "maps").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
 def test_a_new_folder_of_a_failed_command_is_removed_unless_it_holds_a_checkpoint(tmp_path):
     with pytest.raises(LineasError):
         with Output(tmp_path / "a", "run", in_place=True):
