@@ -10,6 +10,7 @@ import lightning as L
 from lightning.pytorch.utilities import rank_zero_info
 
 from lineas.core.files import data_path
+from lineas.core.outputs import Output
 from lineas.core.prompts import read_prompts
 from lineas.tasks.configs import Sampling
 
@@ -73,5 +74,6 @@ class EvaluateSteering(L.Callback):
             "generation": asdict(self.sampling),
             "metrics": metrics,
         }
-        write_report(self.dirpath, record, rows)
+        with Output(self.dirpath, "eval", overwrite=True) as output:
+            write_report(output, record, rows)
         rank_zero_info(format_metrics(metrics) + f"\nevaluation: {self.dirpath}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterator, Literal
 
@@ -12,7 +13,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
-from lineas.core.errors import PromptFileError
+from lineas.core.errors import ConfigError, PromptFileError
 from lineas.core.prompts import read_prompts
 
 Split = Literal["fit", "heldout"]
@@ -48,6 +49,16 @@ class PromptStream(Sampler[int]):
                 yield from perm[lo:hi].tolist()
 
 
+def check_split(batch_size: int, num_fit: int | None, heldout_fraction: float) -> None:
+    """Refuse, in one line, a batch size or a split that cannot be used."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"data.batch_size={batch_size!r}: give a whole number of prompts, 1 or more")
+    if num_fit is not None and (isinstance(num_fit, bool) or not isinstance(num_fit, int) or num_fit < 2):
+        raise ConfigError(f"data.num_fit={num_fit!r}: give the number of prompts to fit on (2 or more), or null")
+    if isinstance(heldout_fraction, bool) or not 0 <= heldout_fraction < 1:
+        raise ConfigError(f"data.heldout_fraction={heldout_fraction!r}: give a fraction in [0, 1)")
+
+
 class PromptPairDataModule(L.LightningDataModule):
     """Two unpaired prompt sets (``source``: steer away from, ``target``: steer towards).
 
@@ -72,12 +83,15 @@ class PromptPairDataModule(L.LightningDataModule):
         eval_batch_size: int = 64,
     ) -> None:
         super().__init__()
+        check_split(batch_size, num_fit, heldout_fraction)
         self.collate_fn = collate_fn
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
         self.seed = seed
         self.prompts: dict[str, dict[Split, list[str]]] = {}
         for side, src in (("source", source), ("target", target)):
+            if not isinstance(src, (str, Path, list, tuple)):
+                raise ConfigError(f"{side}={src!r}: give a prompt file (.txt, .jsonl, .csv) or a list of prompts")
             prompts = list(src) if isinstance(src, (list, tuple)) else read_prompts(src, text_field)
             random.Random(seed).shuffle(prompts)
             n_fit = num_fit if num_fit is not None else len(prompts) - round(heldout_fraction * len(prompts))
@@ -89,6 +103,13 @@ class PromptPairDataModule(L.LightningDataModule):
                     "(held out may be 0). Add prompts or change num_fit / heldout_fraction."
                 )
             self.prompts[side] = {"fit": fit, "heldout": held}
+        if not self.has_heldout and (num_fit is not None or heldout_fraction > 0):
+            warnings.warn(
+                "no held-out prompts (num_fit takes them all): val/w2 and heldout_w2 are not measured", stacklevel=2
+            )
+        every = {side: sorted(p["fit"] + p["heldout"]) for side, p in self.prompts.items()}
+        if every["source"] == every["target"]:
+            warnings.warn("source and target prompts are the same: the maps have nothing to learn", stacklevel=2)
         self._stream_seed: int | None = None
 
     @property

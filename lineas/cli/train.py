@@ -9,10 +9,12 @@ same folder. The children re-run the original arguments (Lightning rebuilds them
 from __future__ import annotations
 
 import logging
-import shutil
+import math
+import signal
 import sys
+from contextlib import nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, ContextManager
 
 import hydra
 import lightning as L
@@ -21,39 +23,75 @@ from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.imports import _RICH_AVAILABLE
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from lineas.callbacks import StepProgress
+from lineas.callbacks import InterruptCheckpoint, StepProgress
 from lineas.cli.main import one_line_errors, user_error
 from lineas.cli.recipes import register, register_recipe_file
-from lineas.core.errors import ConfigError, OutputExistsError
+from lineas.core.errors import ConfigError, FitInterrupted
+from lineas.core.outputs import Output, within
 from lineas.training.module import frozen_base_expected
-from lineas.training.resume import read_checkpoint
+from lineas.training.resume import check_resume_steps, read_checkpoint
+
+STARTUP = (".hydra", "train.log", "multirun.yaml")  # what Hydra writes into a run's folder before it starts
+PRINT_ONLY = {"--cfg", "-c", "--help", "-h", "--hydra-help", "--info", "-i", "--shell-completion", "-sc"}
 
 
 def train(cfg: DictConfig) -> Path:
     """Fit the maps described by a composed config; returns the output folder."""
-    steps = cfg.trainer.max_steps
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < -1:
-        raise ConfigError(f"trainer.max_steps={steps!r}: give a whole number of optimizer steps (-1: no limit)")
-    if cfg.resume is not None:
-        read_checkpoint(cfg.resume)  # a truncated or foreign file: one clear error before the model loads
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    check_config(cfg)
     out = Path(cfg.output_dir)
-    backbone = build(cfg.backbone)
-    datamodule = build(cfg.data, collate_fn=backbone.collate)
-    module = build(cfg.module, backbone=backbone)
-    callbacks = [build(c) for c in cfg.callbacks.values() if c is not None]
-    if cfg.trainer.get("enable_progress_bar", True) and _RICH_AVAILABLE:
-        callbacks.append(StepProgress())
-    logger = TensorBoardLogger(save_dir=str(out), name="tb", version="")
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger)
-    with frozen_base_expected():
-        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.resume)
+    if cfg.resume is not None:  # a truncated or foreign file, or a step the run is past: refused before loading
+        check_resume_steps(read_checkpoint(cfg.resume), cfg.trainer.max_steps, out / "maps")
+    last = out / "checkpoints" / "last.ckpt"
+    interrupt = InterruptCheckpoint(last)
+    with interrupt.listening():
+        L.seed_everything(cfg.seed, workers=True, verbose=False)
+        backbone = build(cfg.backbone)
+        datamodule = build(cfg.data, collate_fn=backbone.collate)
+        module = build(cfg.module, backbone=backbone)
+        callbacks = [build(c) for c in cfg.callbacks.values() if c is not None]
+        if cfg.trainer.get("enable_progress_bar", True) and _RICH_AVAILABLE:
+            callbacks.append(StepProgress())
+        logger = TensorBoardLogger(save_dir=str(out), name="tb", version="")
+        trainer = instantiate(cfg.trainer, callbacks=[*callbacks, interrupt], logger=logger)
+        try:
+            with frozen_base_expected():
+                trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.resume)
+        except SIGTERMException:
+            name = "SIGINT" if interrupt.signum == signal.SIGINT else "SIGTERM"
+            raise FitInterrupted(
+                f"stopped by {name} after step {trainer.global_step}; its checkpoint is {last}: continue with "
+                f"{resume_command(last)}",
+                128 + (interrupt.signum or signal.SIGTERM),
+            ) from None
+    if trainer.checkpoint_callback is not None:  # last.ckpt holds the final step, as the maps do
+        trainer.save_checkpoint(Path(trainer.checkpoint_callback.dirpath) / "last.ckpt")
     if trainer.is_global_zero:
         print(outputs_table(out), flush=True)
     return out
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Refuse, in one line, the numbers of a composed config that cannot be used."""
+    steps = cfg.trainer.max_steps
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < -1:
+        raise ConfigError(f"trainer.max_steps={steps!r}: give a whole number of optimizer steps (-1: no limit)")
+    if steps == -1 and cfg.trainer.get("max_epochs", -1) in (-1, None):
+        raise ConfigError("trainer.max_steps=-1 (no step limit) needs trainer.max_epochs >= 1: the fit would not end")
+    lr = cfg.module.get("lr", 1e-3)
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
+        raise ConfigError(f"module.lr={lr!r}: give a positive learning rate (e.g. 1e-3)")
+    if OmegaConf.is_missing(cfg.data, "source") or OmegaConf.is_missing(cfg.data, "target"):
+        raise ConfigError("data.source and data.target are required: give both prompt files (e.g. in the recipe)")
+
+
+def resume_command(checkpoint: Path) -> str:
+    """The command line that continues this run from ``checkpoint``."""
+    args = [a for a in _ARGV[1:] if not a.startswith(("resume=", "overwrite=", "hydra."))]
+    return " ".join(["python -m lineas.train", *args, f"resume={checkpoint}"])
 
 
 def build(node: DictConfig, **kwargs: Any) -> Any:
@@ -128,28 +166,30 @@ def main() -> None:
     _ARGV[:] = sys.argv
     with one_line_errors("train"):
         args = _hydra_args(sys.argv[1:])
-        if not any(a.startswith(("hydra.run.dir=", "hydra.sweep.dir=")) for a in sys.argv[1:]):  # not a DDP child
-            claim_output_dir(sys.argv[1:])
-    sys.argv = [sys.argv[0], *args]
-    _main()
+        child = any(a.startswith(("hydra.run.dir=", "hydra.sweep.dir=")) for a in sys.argv[1:])  # a DDP child
+        with nullcontext() if child or PRINT_ONLY & set(sys.argv[1:]) else claim_output_dir(sys.argv[1:]):
+            sys.argv = [sys.argv[0], *args]
+            _main()
 
 
-def claim_output_dir(args: list[str]) -> None:
-    """Refuse an ``output_dir=`` that holds files unless the run continues there (``resume=``) or replaces it
-    (``overwrite=true``: the old folder is removed first). Runs before Hydra writes anything there."""
+def claim_output_dir(args: list[str]) -> ContextManager:
+    """The run's claim on ``output_dir=`` (see :class:`lineas.core.outputs.Output`), entered before Hydra writes
+    there: a folder holding results is refused unless the run continues its own checkpoint (``resume=``) or
+    replaces it (``overwrite=true``: a lineas run only, moved aside and removed when the new run ends well)."""
     given = dict(a.split("=", 1) for a in args if "=" in a and not a.startswith("-"))
     if "output_dir" not in given:
-        return  # the default output_dir is a new timestamped folder
+        return nullcontext()  # the default output_dir is a new timestamped folder
     path = Path(given["output_dir"])
-    held = sorted(p.name for p in path.iterdir()) if path.is_dir() else []
-    if not held or given.get("resume", "null") not in ("null", "None", ""):
-        return
-    if given.get("overwrite", "false").lower() == "true":
-        shutil.rmtree(path)
-        return
-    raise OutputExistsError(
-        f"output_dir {path} holds a run already ({', '.join(held[:6])}): choose a new output_dir, continue that run "
-        f"with resume={path / 'checkpoints' / 'last.ckpt'}, or replace it with overwrite=true"
+    resume = given.get("resume", "null")
+    resume = None if resume in ("null", "None", "") else Path(resume)
+    overwrite = given.get("overwrite", "false").lower() == "true"
+    found = sorted(path.glob("checkpoints/last.ckpt")) + sorted(path.glob("*/checkpoints/last.ckpt"))
+    hint = f"continue it with resume={found[0]}" if len(found) == 1 else "choose a new output_dir"
+    if len(found) > 1:
+        hint = f"continue its jobs with resume=DIR/checkpoints/last.ckpt, e.g. resume={found[0]}"
+    continues = resume is not None and not overwrite and within(resume, path)
+    return Output(
+        path, "run", overwrite=overwrite, reads=[resume], startup=STARTUP, continues=continues, in_place=True, hint=hint
     )
 
 

@@ -35,5 +35,17 @@ class FitError(LineasError, RuntimeError):
     """A fit that cannot go on (non-finite loss, maps cast to low precision); no maps are written."""
 
 
+class FitInterrupted(LineasError):
+    """A fit stopped by a signal at a safe point, its checkpoint saved; ``exit_code`` is 128 + the signal."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
 class OutputExistsError(LineasError, FileExistsError):
     """An output path that exists and may not be replaced."""
+
+
+class OutputBusyError(OutputExistsError):
+    """An output another lineas process is writing now."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -177,19 +178,26 @@ class AffineMaps(nn.Module):
             if not (path / name).is_file():
                 raise MapsFileError(f"{path}: no {name}; a maps folder holds {CONFIG} and {WEIGHTS}")
         try:
-            meta = json.loads((path / CONFIG).read_text())
-        except json.JSONDecodeError as err:
+            meta = json.loads((path / CONFIG).read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
             raise MapsFileError(f"{path / CONFIG}: not valid JSON ({err})") from None
+        if not isinstance(meta, dict):
+            raise MapsFileError(f"{path / CONFIG}: a JSON object is expected, not {type(meta).__name__}")
         if meta.get("format") != FORMAT:
             raise MapsFileError(f"{path / CONFIG}: format {meta.get('format')!r}, expected {FORMAT!r}")
         try:
             tensors = load_file(path / WEIGHTS)
         except Exception as err:  # safetensors raises its own error types for truncated / foreign files
             raise MapsFileError(f"{path / WEIGHTS}: not a readable safetensors file ({err})") from None
-        sites = [e["site"] for e in meta["sites"]]
-        dims = [e["dim"] for e in meta["sites"]]
+        sites, dims, strength = _read_sites(meta, path / CONFIG)
+        unknown = sorted({k.rpartition(".")[0] for k in tensors} - set(sites))
+        if unknown:
+            raise MapsFileError(
+                f"{path / WEIGHTS}: holds tensors of sites {unknown[:3]} that {CONFIG} does not list; "
+                "the two files are not of one maps folder"
+            )
         info = {k: v for k, v in meta.items() if k not in RESERVED}
-        maps = cls(sites, dims, strength=meta.get("strength", 1.0), info=info)
+        maps = cls(sites, dims, strength=strength, info=info)
         with torch.no_grad():
             for s, d, w, b in zip(sites, dims, maps.omega, maps.beta):
                 for name, param in (("omega", w), ("beta", b)):
@@ -210,6 +218,27 @@ class AffineMaps(nn.Module):
                 except ValueError as err:
                     raise MapsFileError(f"{path / WEIGHTS}: {err}") from None
         return maps
+
+
+def _read_sites(meta: dict[str, Any], where: Path) -> tuple[list[str], list[int], float]:
+    """The sites, dims and strength a ``lineas.json`` lists; one clear error for anything malformed."""
+    entries = meta.get("sites")
+    if not isinstance(entries, list) or not entries:
+        raise MapsFileError(f"{where}: 'sites' must be a non-empty list of {{site, dim}} entries")
+    sites, dims = [], []
+    for n, e in enumerate(entries):
+        ok = isinstance(e, dict) and isinstance(e.get("site"), str) and e["site"]
+        if not ok or isinstance(e.get("dim"), bool) or not isinstance(e.get("dim"), int) or e["dim"] < 1:
+            raise MapsFileError(f"{where}: sites[{n}] = {e!r}: each entry needs a site name and a whole dim >= 1")
+        sites.append(str(Site.parse(e["site"])))
+        dims.append(e["dim"])
+    twice = sorted({s for s in sites if sites.count(s) > 1})
+    if twice:
+        raise MapsFileError(f"{where}: site {twice[0]} is listed twice; each site has one map")
+    strength = meta.get("strength", 1.0)
+    if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not math.isfinite(strength):
+        raise MapsFileError(f"{where}: strength {strength!r} is not a finite number")
+    return sites, dims, float(strength)
 
 
 def load_maps(path: str | Path) -> AffineMaps:

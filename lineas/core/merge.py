@@ -6,6 +6,8 @@ With ``w, b`` the map's coefficients at the chosen strength, a site's output ``y
 - the producing Linear ``y = Wx + c``: ``W' = diag(w) W``, ``c' = w*c + b`` (GPT-2's Conv1D likewise);
 - a LayerNorm: ``gamma' = w*gamma``, ``bias' = w*bias + b`` (a GroupNorm's per-channel affine likewise);
 - a Conv2d (diffusers UNets) per output channel, as a Linear;
+- a weight shared with another module (an LM head tied to the input embedding) is untied first, and the
+  config says so (``tie_word_embeddings=false``), so that the fold changes the head alone;
 - an RMSNorm ``y = g*n(x)``: ``g' = w*g`` (Gemma's ``(1+g)`` form: ``g' = w*(1+g) - 1``); its ``b``
   goes to the Linear layers that consume the norm's output: ``c' = c + W b``.
 
@@ -172,6 +174,17 @@ def plan(model: nn.Module, maps: AffineMaps, rules: FoldRules, strength: float |
     return out
 
 
+def _untie(model: nn.Module, m: nn.Module) -> None:
+    """Give ``m`` its own weight if it shares it (an LM head tied to the input embedding), so that folding a map
+    into it leaves the embedding alone; the model's config then says the weights are not tied."""
+    if sum(p is m.weight for _, p in model.named_parameters(remove_duplicate=False)) < 2:
+        return
+    m.weight = nn.Parameter(m.weight.detach().clone(), requires_grad=False)
+    config = getattr(model, "config", None)
+    if getattr(config, "tie_word_embeddings", False):
+        config.tie_word_embeddings = False
+
+
 @torch.no_grad()
 def merge_(model: nn.Module, maps: AffineMaps, rules: FoldRules, strength: float | None = None) -> MergePlan:
     """Fold ``maps`` at ``strength`` into ``model``'s weights in place; returns the plan applied."""
@@ -188,6 +201,7 @@ def merge_(model: nn.Module, maps: AffineMaps, rules: FoldRules, strength: float
         site = maps.sites[i]
         m = modules[site.module]
         w, b = (t.detach().float().to(m.weight.device) for t in maps.coefficients(i, strength))
+        _untie(model, m)
         if kind == "linear":
             weight = m.weight.float()
             weight = weight * w if _is_conv1d(m) else weight * w.view(-1, *[1] * (weight.ndim - 1))

@@ -8,8 +8,9 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 
+from lineas.core.errors import ConfigError, ModelSourceError
 from lineas.models.backbone import parse_dtype
-from lineas.models.sources import resolve
+from lineas.models.sources import canonical_spec, resolve
 from lineas.models.synthetic import random_model
 
 
@@ -37,6 +38,11 @@ def load_causal_lm(
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     source = resolve(spec)
+    if source.is_pipeline:
+        raise ModelSourceError(
+            f"{spec} is a diffusers pipeline, not a causal LM: fit it with backbone=pipeline (e.g. recipe=tiny_sd), "
+            "or give a causal LM"
+        )
     tokenizer = AutoTokenizer.from_pretrained(source.path, trust_remote_code=trust_remote_code)
     if source.shape is not None:
         model = random_model(source.shape, parse_dtype(dtype, device), device or "cpu")
@@ -46,6 +52,15 @@ def load_causal_lm(
             source.path, dtype=parse_dtype(dtype, device), trust_remote_code=trust_remote_code, device_map=device
         )
     return model.requires_grad_(False).eval(), tokenizer
+
+
+def context_length(model: nn.Module) -> int | None:
+    """The most positions ``model`` attends over (its config's), or None if it does not say."""
+    config = getattr(model, "config", None)
+    for key in ("max_position_embeddings", "n_positions"):
+        if isinstance(getattr(config, key, None), int):
+            return getattr(config, key)
+    return None
 
 
 class CausalLM:
@@ -66,12 +81,22 @@ class CausalLM:
         trust_remote_code: bool = False,
         device: str | None = None,
     ) -> None:
-        self.spec = model
+        self.spec = canonical_spec(model)
         self.fit_steps = 1
         self.model, self.tokenizer = load_causal_lm(model, dtype, device, trust_remote_code)
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.tokenizer.padding_side = "right"
+        limit = context_length(self.model)
+        if (
+            isinstance(max_length, bool)
+            or not isinstance(max_length, int)
+            or not 1 <= max_length <= (limit or max_length)
+        ):
+            raise ConfigError(
+                f"backbone.max_length={max_length!r}: give a whole number of tokens from 1 to the model's context "
+                f"({limit} tokens)"
+            )
         self.max_length = max_length
         self.exclude_bos = exclude_bos
 

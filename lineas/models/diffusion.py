@@ -19,6 +19,7 @@ attends to every position of the padded prompt embeddings (CLIP pads to its full
 from __future__ import annotations
 
 import inspect
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -27,7 +28,7 @@ from torch import nn
 
 from lineas.core.errors import ConfigError, ModelSourceError
 from lineas.models.backbone import parse_dtype
-from lineas.models.sources import resolve
+from lineas.models.sources import canonical_spec, resolve
 
 PIPELINE_FAMILIES = {
     "StableDiffusionPipeline": "stable_diffusion",
@@ -54,7 +55,13 @@ def load_pipeline(spec: str, dtype: str | torch.dtype = "float32") -> Any:
     """``DiffusionPipeline.from_pretrained`` of a spec (hub id, folder, ``tiny:sd``, ``tiny:flux``)."""
     from diffusers import DiffusionPipeline
 
-    pipe = DiffusionPipeline.from_pretrained(resolve(spec).path, dtype=parse_dtype(dtype))
+    source = resolve(spec)
+    if Path(source.path).is_dir() and not source.is_pipeline:
+        raise ModelSourceError(
+            f"{spec} is not a diffusers pipeline (no model_index.json): fit a causal LM with backbone=causal_lm "
+            "(e.g. recipe=tiny), or give a pipeline"
+        )
+    pipe = DiffusionPipeline.from_pretrained(source.path, dtype=parse_dtype(dtype))
     family_of(pipe)
     pipe.set_progress_bar_config(disable=True)
     return pipe
@@ -95,7 +102,7 @@ class DiffusionPipe:
         seed: int = 0,
         fit_steps: int = 1,
     ) -> None:
-        self.spec = model
+        self.spec = canonical_spec(model)
         self.pipe = load_pipeline(model, dtype)
         self.model = PipelineModules(self.pipe).requires_grad_(False).eval()
         self.family = self.model.config.model_type

@@ -69,7 +69,17 @@ def resolve(spec: str) -> ModelSource:
         return ModelSource(spec, str(tiny_pipeline_dir(family) if family in TINY_PIPELINES else tiny_dir(family)))
     if spec.startswith("offline:"):
         raise ModelSourceError(f"unknown offline model {spec!r}; the offline models are {SMOLLM2!r} and {SHAPES_SD!r}")
+    looks_local = spec.startswith((".", "/", "~")) or spec.count("/") > 1  # a hub id is NAME or ORG/NAME
+    if looks_local and not Path(spec).expanduser().is_dir():
+        raise ModelSourceError(f"model {spec!r}: no such folder (paths are relative to {Path.cwd()})")
     return ModelSource(spec, spec)
+
+
+def canonical_spec(spec: str) -> str:
+    """The spec to record with fitted maps: a local folder as its absolute path (it works from any folder)."""
+    if not isinstance(spec, str) or not spec:
+        raise ModelSourceError(f"model={spec!r}: give a model spec (hub id, folder, offline:..., tiny:...)")
+    return str(Path(spec).expanduser().resolve()) if Path(spec).expanduser().is_dir() else spec
 
 
 def resolve_model(spec: str) -> str:

@@ -18,10 +18,11 @@ from torch import nn
 from lineas.core.errors import ConfigError
 from lineas.core.files import write_json, write_jsonl, write_text
 from lineas.core.maps import AffineMaps, load_maps
+from lineas.core.outputs import Output
 from lineas.models.causal_lm import load_causal_lm
 from lineas.models.families import check_fitted_on
 from lineas.tasks.configs import CompareConfig, Sampling
-from lineas.tasks.evaluate import evaluate, load_texts
+from lineas.tasks.evaluate import check_settings, evaluate, load_texts
 from lineas.tasks.figures import pyplot, save_figure
 
 NAMES = {"lineas": "LinEAS", "linear_act": "Linear-AcT", "mean_shift": "mean shift"}
@@ -145,7 +146,10 @@ def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
 def run_compare(cfg: CompareConfig) -> list[dict[str, Any]]:
     """What ``python -m lineas.compare`` does: evaluate every maps folder on one model, write the table,
     the plot and the JSON."""
+    check_settings(cfg)
     dirs = list(cfg.maps) if isinstance(cfg.maps, (list, tuple)) else [cfg.maps]
+    output = Output(cfg.output_dir, "compare", overwrite=cfg.overwrite, reads=dirs)
+    output.check()
     maps = [load_maps(d) for d in dirs]
     labels = list(cfg.labels) if cfg.labels else [describe(m)["label"] for m in maps]
     if len(labels) != len(maps) or len(set(labels)) != len(labels):
@@ -157,11 +161,10 @@ def run_compare(cfg: CompareConfig) -> list[dict[str, Any]]:
             "compare maps of one model (or force one with model=...)"
         )
     spec = specs.pop()
-    out = Path(cfg.output_dir)
+    prompts, neutral = load_texts(cfg)
     model, tokenizer = load_causal_lm(spec, cfg.dtype)
     for m in maps:
         check_fitted_on(m.info, model, spec)
-    prompts, neutral = load_texts(cfg)
     rows, generated = compare(
         model,
         tokenizer,
@@ -173,21 +176,22 @@ def run_compare(cfg: CompareConfig) -> list[dict[str, Any]]:
         cfg.threshold,
         cfg.progress,
     )
-    write_json(
-        out / "compare.json",
-        {
-            "maps": dict(zip(labels, map(str, dirs))),
-            "prompts": cfg.prompts,
-            "perplexity_texts": cfg.perplexity_texts,
-            "generation": asdict(cfg.sampling),
-            "threshold": cfg.threshold,
-            "rows": rows,
-        },
-    )
-    write_jsonl(out / "generations.jsonl", generated)
-    table = format_table(rows)
-    write_text(out / "compare.md", table + "\n")
-    plot(rows, out / "tradeoff.png", f"{len(prompts)} prompts, {len(neutral)} neutral sentences; labels = strength")
+    with output, output.writing() as out:
+        write_json(
+            out / "compare.json",
+            {
+                "maps": dict(zip(labels, map(str, dirs))),
+                "prompts": cfg.prompts,
+                "perplexity_texts": cfg.perplexity_texts,
+                "generation": asdict(cfg.sampling),
+                "threshold": cfg.threshold,
+                "rows": rows,
+            },
+        )
+        write_jsonl(out / "generations.jsonl", generated)
+        table = format_table(rows)
+        write_text(out / "compare.md", table + "\n")
+        plot(rows, out / "tradeoff.png", f"{len(prompts)} prompts, {len(neutral)} neutral sentences; labels = strength")
     print(table)
-    print(f"table: {out / 'compare.md'}, plot: {out / 'tradeoff.png'}")
+    print(f"table: {output.path / 'compare.md'}, plot: {output.path / 'tradeoff.png'}")
     return rows

@@ -3,8 +3,11 @@ entry points (so a key that does not exist, or a value of the wrong type, is ref
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Optional, Sequence
+
+from lineas.core.errors import ConfigError
 
 MISSING = "???"  # omegaconf's marker of a required value
 
@@ -20,6 +23,42 @@ class Sampling:
     seed: Optional[int] = 0  # None: no seeding
     batch_size: int = 16
     chat_template: bool = False  # wrap each prompt as a user message of the tokenizer's chat template
+
+    def check(self) -> Sampling:
+        """Refuse, in one line, settings that ``generate`` cannot sample with; returns itself."""
+        if not _whole(self.max_new_tokens, 1):
+            raise ConfigError(f"sampling.max_new_tokens={self.max_new_tokens!r}: give a whole number, 1 or more")
+        if not _whole(self.batch_size, 1):
+            raise ConfigError(f"sampling.batch_size={self.batch_size!r}: give a whole number, 1 or more")
+        if self.do_sample and not (_number(self.temperature) and self.temperature > 0):
+            raise ConfigError(
+                f"sampling.temperature={self.temperature!r}: give a positive temperature, or "
+                "sampling.do_sample=false for greedy decoding"
+            )
+        if self.do_sample and not (_number(self.top_p) and 0 < self.top_p <= 1):
+            raise ConfigError(f"sampling.top_p={self.top_p!r}: give a probability in (0, 1]")
+        return self
+
+
+def _whole(value: object, least: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= least
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_strengths(strengths: Sequence[float]) -> list[float]:
+    """The strengths as floats; refuses an empty list and values that are not finite numbers."""
+    if not strengths or not all(_number(s) for s in strengths):
+        raise ConfigError(f"strengths={list(strengths)!r}: give one or more finite numbers, e.g. [0, 0.5, 1]")
+    return [float(s) for s in strengths]
+
+
+def check_count(name: str, value: Optional[int]) -> None:
+    """Refuse a count of texts that is given but not a whole number of at least 1."""
+    if value is not None and not _whole(value, 1):
+        raise ConfigError(f"{name}={value!r}: give a whole number, 1 or more (null: all)")
 
 
 @dataclass
@@ -41,7 +80,7 @@ class ExportConfig:
     output_dir: str = MISSING
     strength: float = 1.0
     model: Optional[str] = None  # default: the base model recorded in the maps
-    overwrite: bool = False
+    overwrite: bool = False  # replace an output_dir that lineas wrote
     dtype: Optional[str] = None  # transformers: default float32; bfloat16 / float16 halve the folder
     format: str = "transformers"  # or gguf: OUT/model.gguf for llama.cpp (Llama-family models)
     tensor_type: str = "f32"  # gguf: the type of the tensors the merge writes (f32, f16, q8_0)
@@ -62,6 +101,7 @@ class GenerateConfig:
     threads: Optional[int] = None  # torch.set_num_threads
     progress: bool = True
     output: Optional[str] = "generations.jsonl"  # one row per prompt x strength; None: no file
+    overwrite: bool = False  # replace an output / image_grid file that lineas wrote
     tb_dir: Optional[str] = None  # a TensorBoard log dir: the table as text (tag 'generations')
     image_grid: str = "grid.png"  # text-to-image: rows prompt x seed, columns strengths
     seeds: list[int] = field(default_factory=lambda: [0])
@@ -91,6 +131,7 @@ class EvaluateConfig(EvalSettings):
     model: Optional[str] = None  # with maps: replaces their base model; alone: evaluate it as it is
     strengths: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0])
     output_dir: Optional[str] = None  # default: <maps>/../eval
+    overwrite: bool = False  # replace an output_dir that lineas wrote
 
 
 @dataclass
@@ -102,3 +143,4 @@ class CompareConfig(EvalSettings):
     model: Optional[str] = None
     strengths: list[float] = field(default_factory=lambda: [0.25, 0.5, 0.75, 1.0])  # the base model once
     output_dir: str = MISSING
+    overwrite: bool = False  # replace an output_dir that lineas wrote

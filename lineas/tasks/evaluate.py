@@ -20,13 +20,14 @@ from torch import nn
 
 from lineas.core.files import write_json, write_jsonl
 from lineas.core.maps import AffineMaps
+from lineas.core.outputs import Output
 from lineas.core.prompts import read_prompts
 from lineas.metrics.perplexity import fluency_with_se, perplexity_with_se
 from lineas.metrics.toxicity import Toxicity
 from lineas.models.causal_lm import load_causal_lm
 from lineas.models.families import check_fitted_on
 from lineas.models.sources import resolve
-from lineas.tasks.configs import EvalSettings, EvaluateConfig, Sampling
+from lineas.tasks.configs import EvalSettings, EvaluateConfig, Sampling, check_count, check_strengths
 from lineas.tasks.figures import pyplot, save_figure
 from lineas.tasks.generate import format_prompts, generate
 from lineas.tasks.steered import load_steering
@@ -118,11 +119,16 @@ def format_metrics(metrics: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def write_report(out: Path, record: dict[str, Any], rows: list[dict[str, Any]]) -> None:
-    """``metrics.json``, ``metrics.png``, ``generations.jsonl`` and TensorBoard scalars under ``out``."""
+def write_report(output: Output, record: dict[str, Any], rows: list[dict[str, Any]]) -> None:
+    """``metrics.json``, ``metrics.png``, ``generations.jsonl`` and TensorBoard scalars: a new folder that
+    becomes ``output`` (claimed) when all are written."""
+    with output.writing() as out:
+        _write_report(out, record, rows)
+
+
+def _write_report(out: Path, record: dict[str, Any], rows: list[dict[str, Any]]) -> None:
     from torch.utils.tensorboard import SummaryWriter
 
-    out.mkdir(parents=True, exist_ok=True)
     metrics = record["metrics"]
     write_json(out / "metrics.json", record)
     write_jsonl(out / "generations.jsonl", rows)
@@ -135,6 +141,14 @@ def write_report(out: Path, record: dict[str, Any], rows: list[dict[str, Any]]) 
         for m in metrics:
             for key in ("toxicity_rate", "toxicity_mean", "perplexity", "fluency"):
                 writer.add_scalar(f"eval/{key}", m[key], round(100 * m["strength"]))
+
+
+def check_settings(cfg: EvalSettings) -> None:
+    """Refuse, in one line, evaluation settings that cannot be used (before any model loads)."""
+    check_count("num_prompts", cfg.num_prompts)
+    check_count("num_perplexity_texts", cfg.num_perplexity_texts)
+    cfg.sampling.check()
+    check_strengths(cfg.strengths)
 
 
 def load_texts(cfg: EvalSettings) -> tuple[list[str], list[str]]:
@@ -157,12 +171,15 @@ def merged_base(spec: str, dtype: str) -> nn.Module | None:
 def run_evaluate(cfg: EvaluateConfig) -> list[dict[str, Any]]:
     """What ``python -m lineas.evaluate`` does: evaluate, write metrics.json, metrics.png,
     generations.jsonl and TensorBoard scalars, print the table."""
+    check_settings(cfg)
     steering = load_steering(cfg.maps, cfg.model, cfg.strengths)
     out = Path(cfg.output_dir or (Path(cfg.maps).parent / "eval" if cfg.maps else "eval"))
+    output = Output(out, "eval", overwrite=cfg.overwrite, reads=[cfg.maps])
+    output.check()
+    prompts, neutral = load_texts(cfg)
     model, tokenizer = load_causal_lm(steering.spec, cfg.dtype)
     if steering.maps is not None:
         check_fitted_on(steering.maps.info, model, steering.spec)
-    prompts, neutral = load_texts(cfg)
     metrics, rows = evaluate(
         model,
         tokenizer,
@@ -184,7 +201,8 @@ def run_evaluate(cfg: EvaluateConfig) -> list[dict[str, Any]]:
         "generation": asdict(cfg.sampling),
         "metrics": metrics,
     }
-    write_report(out, record, rows)
+    with output:
+        write_report(output, record, rows)
     print(format_metrics(metrics))
     print(f"metrics: {out / 'metrics.json'}, plot: {out / 'metrics.png'}")
     return metrics

@@ -15,10 +15,11 @@ from typing import Any, Callable
 
 import torch
 
-from lineas.core.errors import MergeError, OutputExistsError
-from lineas.core.files import MERGE_RECORD, PIPELINE_SETTINGS, atomic_dir
+from lineas.core.errors import MergeError
+from lineas.core.files import MERGE_RECORD, PIPELINE_SETTINGS
 from lineas.core.maps import AffineMaps, check_strength, load_maps
 from lineas.core.merge import check_unclipped, merge_
+from lineas.core.outputs import Output
 from lineas.models.backbone import parse_dtype
 from lineas.models.causal_lm import load_causal_lm, quiet_progress
 from lineas.models.diffusion import PipelineModules, is_pipeline, load_pipeline
@@ -36,32 +37,35 @@ def export(
 ) -> Path:
     """Fold ``maps`` at ``strength`` into their base model (or ``model``) and save it to ``output_dir``."""
     output_dir, strength = Path(output_dir), check_strength(strength)
-    maps, spec = mergeable(maps, output_dir, model, overwrite)
-    base, weights, save = _load_base(spec, is_pipeline(spec, maps.info.get("model_type")))
-    check_fitted_on(maps.info, base, spec)
-    plan = merge_(base, maps, fold_rules(base), strength)
-    if dtype is not None:
-        weights.to(parse_dtype(dtype))
-    with atomic_dir(output_dir, overwrite=overwrite) as tmp:
-        save(tmp)
-        record = {
-            "base_model": spec,
-            "strength": strength,
-            "sites": [str(s) for s in maps.sites],
-            "bias_flags_enabled": plan.flags,
-            "maps_info": maps.info,
-        }
-        (tmp / MERGE_RECORD).write_text(json.dumps(record, indent=2) + "\n")
+    with export_output(output_dir, maps, overwrite) as out:
+        maps, spec = mergeable(maps, model)
+        base, weights, save = _load_base(spec, is_pipeline(spec, maps.info.get("model_type")))
+        check_fitted_on(maps.info, base, spec)
+        plan = merge_(base, maps, fold_rules(base), strength)
+        if dtype is not None:
+            weights.to(parse_dtype(dtype))
+        with out.writing() as tmp:
+            save(tmp)
+            record = {
+                "base_model": spec,
+                "strength": strength,
+                "sites": [str(s) for s in maps.sites],
+                "bias_flags_enabled": plan.flags,
+                "maps_info": maps.info,
+                "base_merge": resolve(spec).merge_record,  # the base is itself merged: its record, and so on
+            }
+            (tmp / MERGE_RECORD).write_text(json.dumps(record, indent=2) + "\n")
     return output_dir
 
 
-def mergeable(
-    maps: str | Path | AffineMaps, output_dir: Path, model: str | None, overwrite: bool
-) -> tuple[AffineMaps, str]:
-    """The maps (read, and refused if clipped) and their base model's spec; before any model loads, refuses an
-    existing ``output_dir`` unless ``overwrite``."""
-    if output_dir.exists() and not overwrite:
-        raise OutputExistsError(f"{output_dir} exists; pass overwrite=true to replace it")
+def export_output(output_dir: Path, maps: str | Path | AffineMaps, overwrite: bool) -> Output:
+    """The claim on an export's ``output_dir``: it may not overlap the maps it reads."""
+    reads = [] if isinstance(maps, AffineMaps) else [maps]
+    return Output(output_dir, "export", overwrite=overwrite, reads=reads)
+
+
+def mergeable(maps: str | Path | AffineMaps, model: str | None) -> tuple[AffineMaps, str]:
+    """The maps (read, and refused if clipped) and their base model's spec."""
     maps = maps if isinstance(maps, AffineMaps) else load_maps(maps)
     check_unclipped(maps)
     spec = model or maps.info.get("base_model")

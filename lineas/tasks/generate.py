@@ -49,6 +49,7 @@ import json
 import os
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, fields, replace
+from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import torch
@@ -57,11 +58,12 @@ from torch import nn
 from lineas.core.errors import ConfigError
 from lineas.core.files import write_jsonl
 from lineas.core.maps import AffineMaps
+from lineas.core.outputs import Output
 from lineas.core.prompts import read_prompts
-from lineas.models.causal_lm import load_causal_lm
+from lineas.models.causal_lm import context_length, load_causal_lm
 from lineas.models.families import check_fitted_on
 from lineas.models.sources import resolve
-from lineas.tasks.configs import GenerateConfig, Sampling
+from lineas.tasks.configs import GenerateConfig, Sampling, check_strengths
 from lineas.tasks.steered import load_steering
 
 
@@ -162,6 +164,7 @@ def generate(
     if batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
     texts = format_prompts(tokenizer, prompts, sampling.chat_template)
+    check_context(model, tokenizer, texts, sampling.max_new_tokens, not sampling.chat_template)
     device = next(model.parameters()).device
     kwargs.update(max_new_tokens=sampling.max_new_tokens, do_sample=sampling.do_sample)
     if sampling.do_sample:
@@ -192,6 +195,20 @@ def generate(
         for i, p in enumerate(prompts)
         for lam in columns
     ]
+
+
+def check_context(model: nn.Module, tokenizer: Any, texts: list[str], new_tokens: int, special: bool) -> None:
+    """Refuse prompts that, with ``new_tokens`` more, do not fit the model's context (one line naming the limit)."""
+    limit = context_length(model)
+    if limit is None or not texts:
+        return
+    lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=special)["input_ids"]]
+    longest = max(range(len(texts)), key=lengths.__getitem__)
+    if lengths[longest] + new_tokens > limit:
+        raise ConfigError(
+            f"prompt {longest + 1} is {lengths[longest]} tokens: with sampling.max_new_tokens={new_tokens} it does "
+            f"not fit the model's context of {limit} tokens; shorten the prompts or lower max_new_tokens"
+        )
 
 
 def _continue(
@@ -259,18 +276,46 @@ def log_tensorboard(
         writer.close()
 
 
+def generations_file(path: Path) -> bool:
+    """Whether ``path`` is a table of generations lineas wrote (JSON lines with prompt and column)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            first = json.loads(f.readline())
+    except (OSError, ValueError):
+        return False
+    return isinstance(first, dict) and {"prompt", "column"} <= set(first)
+
+
+def check_device(device: str | None) -> str:
+    """``device``, or cuda if there is one else cpu; refuses a CUDA device this machine does not have."""
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        where = torch.device(device)
+    except RuntimeError:
+        raise ConfigError(f"device={device!r}: give cpu, cuda or cuda:N") from None
+    if where.type == "cuda" and (not torch.cuda.is_available() or (where.index or 0) >= torch.cuda.device_count()):
+        raise ConfigError(f"device={device}: this machine has no such CUDA device; use device=cpu")
+    return device
+
+
 def run_generate(cfg: GenerateConfig) -> list[dict[str, Any]]:
     """What ``python -m lineas.generate`` does: the table on stdout, the rows as JSON lines (and
     TensorBoard text); maps of a pipeline (or a pipeline folder) give an image grid instead."""
-    if cfg.threads is not None:
-        torch.set_num_threads(cfg.threads)
-    device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    cfg.sampling.check()
+    check_strengths(cfg.strengths)
+    device = check_device(cfg.device)
     prompts = read_prompts(cfg.prompts, cfg.text_field)
     steering = load_steering(cfg.maps, cfg.model, cfg.strengths)
     if steering.pipeline:
-        from lineas.tasks.images import run_images
+        from lineas.tasks.images import grid_output, run_images
 
+        grid_output(cfg).check()
         return run_images(cfg, steering, prompts, device)
+    output = Output(cfg.output, "generations", overwrite=cfg.overwrite, what="output", ours=generations_file)
+    if cfg.output:
+        output.check()
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
     model, tokenizer = load_causal_lm(steering.spec, cfg.dtype, device)
     if steering.maps is not None:
         check_fitted_on(steering.maps.info, model, steering.spec)
@@ -290,7 +335,8 @@ def run_generate(cfg: GenerateConfig) -> list[dict[str, Any]]:
         r["strength"] = record.get("strength")
     print(format_table(rows), flush=True)
     if cfg.output:
-        print(f"\nwrote {write_jsonl(cfg.output, rows)} ({len(rows)} rows)")
+        with output:
+            print(f"\nwrote {write_jsonl(cfg.output, rows)} ({len(rows)} rows)")
     if cfg.tb_dir:
         log_tensorboard(cfg.tb_dir, rows, config=asdict(cfg))
         print(f"TensorBoard text: {cfg.tb_dir} (tag 'generations')")

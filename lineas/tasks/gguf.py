@@ -27,14 +27,14 @@ import torch
 from torch import nn
 
 from lineas.core.errors import MergeError
-from lineas.core.files import MERGE_RECORD, atomic_dir
+from lineas.core.files import MERGE_RECORD
 from lineas.core.maps import AffineMaps, check_strength
 from lineas.core.merge import MergePlan, merge_
 from lineas.models.causal_lm import load_causal_lm
 from lineas.models.families import check_fitted_on, fold_rules
 from lineas.models.offline import GGUF_FILE, gguf_dir
 from lineas.models.sources import resolve
-from lineas.tasks.export import mergeable
+from lineas.tasks.export import export_output, mergeable
 
 GGUF_NAME = "model.gguf"
 TENSOR_TYPES = ("f32", "f16", "q8_0")
@@ -100,7 +100,9 @@ def export_gguf(
     output_dir, strength = Path(output_dir), check_strength(strength)
     if tensor_type not in TENSOR_TYPES:
         raise MergeError(f"tensor_type {tensor_type!r}: choose one of {', '.join(TENSOR_TYPES)}")
-    maps, spec = mergeable(maps, output_dir, model, overwrite)
+    claim = export_output(output_dir, maps, overwrite)
+    claim.check()  # refused before any model loads
+    maps, spec = mergeable(maps, model)
     base, tokenizer = load_causal_lm(spec, torch.float32)
     check_fitted_on(maps.info, base, spec)
     if base.config.model_type != "llama":
@@ -117,7 +119,7 @@ def export_gguf(
         "lineas.maps": json.dumps({"sites": [str(s) for s in maps.sites], **maps.info}),
     }
     source = resolve(spec).gguf
-    with atomic_dir(output_dir, overwrite=overwrite) as tmp:
+    with claim, claim.writing() as tmp:
         if source is not None:
             from gguf import GGUFReader
 

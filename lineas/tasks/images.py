@@ -19,6 +19,7 @@ import torch
 
 from lineas.core.files import write_bytes
 from lineas.core.maps import AffineMaps
+from lineas.core.outputs import Output
 from lineas.models.diffusion import PipelineModules, load_pipeline
 from lineas.models.families import check_fitted_on
 from lineas.models.sources import resolve
@@ -69,12 +70,30 @@ def grid(images: np.ndarray, pad: int = 2) -> np.ndarray:
 
 
 def save_png(path: str | Path, picture: np.ndarray) -> Path:
-    """Write a uint8 RGB array as a PNG, atomically."""
+    """Write a uint8 RGB array as a PNG (its Software text: lineas), atomically."""
+    from PIL import Image, PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Software", "lineas")
+    buf = io.BytesIO()
+    Image.fromarray(picture).save(buf, format="PNG", pnginfo=info)
+    return write_bytes(path, buf.getvalue())
+
+
+def lineas_png(path: Path) -> bool:
+    """Whether ``path`` is a PNG that :func:`save_png` wrote."""
     from PIL import Image
 
-    buf = io.BytesIO()
-    Image.fromarray(picture).save(buf, format="PNG")
-    return write_bytes(path, buf.getvalue())
+    try:
+        with Image.open(path) as image:
+            return image.format == "PNG" and image.info.get("Software") == "lineas"
+    except Exception:  # PIL raises several types for files that are not images
+        return False
+
+
+def grid_output(cfg: GenerateConfig) -> Output:
+    """The claim on ``generate``'s image grid file."""
+    return Output(cfg.image_grid, "grid", overwrite=cfg.overwrite, what="image_grid", ours=lineas_png)
 
 
 def run_images(cfg: GenerateConfig, steering: Steering, prompts: list[str], device: str) -> list[dict[str, Any]]:
@@ -88,7 +107,8 @@ def run_images(cfg: GenerateConfig, steering: Steering, prompts: list[str], devi
     images = render(
         pipe, prompts, cfg.seeds, maps, steering.strengths, **{**resolve(steering.spec).pipeline_settings, **call}
     )
-    path = save_png(cfg.image_grid, grid(images))
+    with grid_output(cfg):
+        path = save_png(cfg.image_grid, grid(images))
     columns = [f"{s:g}" for s in steering.strengths] if maps is not None else [steering.label]
     rows = [{"prompt": p, "seed": int(seed), "column": c} for c in columns for p in prompts for seed in cfg.seeds]
     print(f"{len(prompts)} prompts x {len(cfg.seeds)} seeds x columns {columns}: {path}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Sequence
 
 from lineas.core.errors import ConfigError, MapsFileError
@@ -22,6 +23,13 @@ class Steering:
     pipeline: bool = False  # a diffusers pipeline: images, not text
 
 
+def _same_model(a: str | None, b: str) -> bool:
+    """Whether two model specs name the same model (folders compared as resolved paths)."""
+    return a == b or (
+        a is not None and Path(a).is_dir() and Path(b).is_dir() and Path(a).resolve() == Path(b).resolve()
+    )
+
+
 def load_steering(maps: str | None, model: str | None, strengths: float | Sequence[float] = (1.0,)) -> Steering:
     """Read the maps folder ``maps`` and find their base model (``model`` overrides it), or take ``model`` alone.
 
@@ -39,10 +47,10 @@ def load_steering(maps: str | None, model: str | None, strengths: float | Sequen
     spec = model or fitted.info.get("base_model")
     if spec is None:
         raise MapsFileError(f"{maps}: the maps do not name their base model; pass model=ID_OR_PATH")
-    if resolve(spec).merge_record is not None:
+    if resolve(spec).merge_record is not None and not _same_model(fitted.info.get("base_model"), spec):
         raise ConfigError(
-            f"{spec} is a merged checkpoint: the maps are already in its weights. "
-            f"Give maps= with their base model, or model={spec} alone"
+            f"{spec} is a merged checkpoint and the maps were fitted on {fitted.info.get('base_model')}: maps of "
+            f"its base are already in its weights. Give maps= with their base model, or model={spec} alone"
         )
     lams = [float(s) for s in strengths] if isinstance(strengths, Sequence) else [float(strengths)]
     return Steering(spec, fitted, lams, pipeline=is_pipeline(spec, fitted.info.get("model_type")))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import shutil
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -10,9 +10,10 @@ import lightning as L
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from lineas.callbacks import FitSummary, SaveMaps
-from lineas.core.errors import OutputExistsError
+from lineas.core.errors import ConfigError
 from lineas.core.loss import Pooling
 from lineas.core.maps import AffineMaps
+from lineas.core.outputs import Output
 from lineas.core.sparsity import Sparsity
 from lineas.datamodules import PromptPairDataModule
 from lineas.models.backbone import Backbone
@@ -55,13 +56,16 @@ def fit(
     :class:`LinEASModule` and :class:`PromptPairDataModule` (``optimizer``, e.g.
     ``functools.partial(torch.optim.SGD, momentum=0.9)``, is called with the params and ``lr``).
     With ``output_dir``, the run writes the same ``maps/``, ``fit_summary.json`` and TensorBoard logs as
-    ``python -m lineas.train``; a folder that holds files is refused unless ``overwrite`` (which removes it
-    first).
+    ``python -m lineas.train``; a folder that holds files is refused unless ``overwrite`` (a lineas run only: it
+    is replaced once this fit has ended well).
     """
-    if output_dir is not None and Path(output_dir).is_dir() and any(Path(output_dir).iterdir()):
-        if not overwrite:
-            raise OutputExistsError(f"output_dir {output_dir} holds files: choose a new one or pass overwrite=True")
-        shutil.rmtree(output_dir)
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        raise ConfigError(f"steps={steps!r}: give a whole number of optimizer steps (0 or more)")
+    if model is None or not (isinstance(model, str) or hasattr(model, "collate")):
+        raise ConfigError(f"model={model!r}: give a model spec (hub id, folder, offline:..., tiny:...) or a Backbone")
+    claim = Output(output_dir, "run", overwrite=overwrite, in_place=True) if output_dir is not None else nullcontext()
+    if output_dir is not None:
+        claim.check()  # refused before any model loads
     L.seed_everything(seed, verbose=False)
     backbone = CausalLM(model) if isinstance(model, str) else model
     datamodule = PromptPairDataModule(
@@ -107,6 +111,6 @@ def fit(
         "val_check_interval": max(1, steps // 4),
         **trainer_kwargs,
     }
-    with frozen_base_expected():
+    with claim, frozen_base_expected():
         L.Trainer(**trainer_kwargs).fit(module, datamodule=datamodule)
     return module.fitted_maps()

@@ -330,8 +330,13 @@ class LinEASModule(L.LightningModule):
             "optimizer": self.maps.info["optimizer"],
             "scheduler": self.maps.info["scheduler"],
             "data": dm.fingerprint() if hasattr(dm, "fingerprint") else None,
-            "batch_size": getattr(dm, "batch_size", None),
+            "batch_size": self._global_batch(dm),
         }
+
+    def _global_batch(self, dm: Any) -> int | None:
+        """Source prompts per optimizer step over all ranks (a resume may run on another number of processes)."""
+        per_rank = getattr(dm, "batch_size", None)
+        return per_rank * self.trainer.world_size if per_rank is not None and self._trainer is not None else per_rank
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k.startswith("maps.")}

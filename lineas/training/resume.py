@@ -3,6 +3,7 @@ learning-rate schedule of a run extended beyond the steps it was planned for."""
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,22 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise ConfigError(f"resume={path}: not a Lightning checkpoint (no state_dict)")
     return checkpoint
+
+
+def check_resume_steps(checkpoint: dict[str, Any], max_steps: int, maps_dir: str | Path) -> None:
+    """Refuse a resume that would not train: ``max_steps`` at or below the checkpoint's step, or below the step
+    of the maps already written in ``maps_dir`` (they would be rolled back to an earlier state)."""
+    done = int(checkpoint.get("global_step", 0))
+    try:
+        written = int(json.loads((Path(maps_dir) / "lineas.json").read_text()).get("steps", 0))
+    except (OSError, ValueError, TypeError, AttributeError):
+        written = 0
+    if max_steps != -1 and max_steps <= max(done, written):
+        raise ConfigError(
+            f"trainer.max_steps={max_steps}: the checkpoint is at step {done}"
+            + (f" and the run's maps at step {written}" if written > done else "")
+            + f"; resuming would not train and would roll the maps back: give max_steps above {max(done, written)}"
+        )
 
 
 def check_fit_record(saved: dict[str, Any] | None, current: dict[str, Any], path: str | Path | None) -> None:

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
@@ -11,7 +16,9 @@ from safetensors.torch import load_file
 
 import lineas
 from lineas.cli.train import claim_output_dir, train
-from tests.helpers import compose_cfg, run_cli
+from lineas.core.outputs import MARKER, mark
+from lineas.training.resume import read_checkpoint
+from tests.helpers import ROOT, compose_cfg, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -137,18 +144,91 @@ def snapshot(folder):
     }
 
 
+def claim(*args):
+    with claim_output_dir(list(args)):
+        pass
+
+
+def fake_run(path, checkpoint=True):
+    """A finished lineas run's folder (what the claim looks at), without fitting one."""
+    (path / "maps").mkdir(parents=True)
+    (path / "maps" / "lineas.json").write_text("{}")
+    if checkpoint:
+        (path / "checkpoints").mkdir()
+        (path / "checkpoints" / "last.ckpt").write_bytes(b"ckpt")
+    mark(path, "run")
+    return path
+
+
 def test_claim_output_dir(tmp_path):
     run = tmp_path / "run"
-    claim_output_dir([f"output_dir={run}"])  # absent: fine
-    run.mkdir()
-    claim_output_dir([f"output_dir={run}"])  # empty: fine
-    (run / "fit_summary.json").write_text("{}")
-    with pytest.raises(lineas.LineasError, match=r"holds a run already \(fit_summary.json\).*resume=.*overwrite=true"):
-        claim_output_dir([f"output_dir={run}"])
-    claim_output_dir([f"output_dir={run}", f"resume={run}/checkpoints/last.ckpt"])  # continuing: fine
-    assert (run / "fit_summary.json").exists()
-    claim_output_dir([f"output_dir={run}", "overwrite=true"])
-    assert not run.exists()  # replaced: removed before the run writes
+    claim(f"output_dir={run}")  # absent: fine
+    claim(f"output_dir={run}")  # holding only its marker: fine
+    fake_run(run)
+    with pytest.raises(lineas.LineasError, match=r"holds files already \(checkpoints, maps\).*resume=.*overwrite=true"):
+        claim(f"output_dir={run}")
+    claim(f"output_dir={run}", f"resume={run}/checkpoints/last.ckpt")  # continuing its own checkpoint: fine
+    assert (run / "maps").exists()
+    with pytest.raises(lineas.LineasError, match="overlaps .*last.ckpt"):  # would delete what it resumes
+        claim(f"output_dir={run}", f"resume={run}/checkpoints/last.ckpt", "overwrite=true")
+    claim(f"output_dir={run}", "overwrite=true")
+    assert sorted(p.name for p in run.iterdir()) == [MARKER]  # replaced (the run here wrote nothing)
+
+
+def test_overwrite_never_deletes_what_lineas_did_not_write(tmp_path, monkeypatch):
+    thesis = tmp_path / "A"
+    thesis.mkdir()
+    (thesis / "thesis.tex").write_text("x")
+    with pytest.raises(lineas.LineasError, match="not written by lineas"):
+        claim(f"output_dir={thesis}", "overwrite=true", "module.lrr=1")
+    assert (thesis / "thesis.tex").read_text() == "x"
+    repo = fake_run(tmp_path / "repo")
+    (repo / ".git").mkdir()
+    monkeypatch.chdir(repo)
+    with pytest.raises(lineas.LineasError, match="current folder"):
+        claim("output_dir=.", "overwrite=true")
+    assert (repo / ".git").is_dir() and (repo / "maps" / "lineas.json").is_file()
+
+
+def test_resume_of_one_run_into_another_is_refused(tmp_path):
+    a, b = fake_run(tmp_path / "A"), fake_run(tmp_path / "B")
+    before = snapshot(b)
+    with pytest.raises(lineas.LineasError, match=f"output_dir={b} holds files already"):
+        claim(f"output_dir={b}", f"resume={a}/checkpoints/last.ckpt")
+    assert snapshot(b) == before
+    claim(f"output_dir={tmp_path / 'C'}", f"resume={a}/checkpoints/last.ckpt")  # into a new folder: fine
+
+
+def test_a_failed_start_does_not_block_the_retry_and_hints_only_real_checkpoints(tmp_path):
+    run = tmp_path / "run"
+    (run / ".hydra").mkdir(parents=True)
+    (run / "train.log").write_text("error")
+    claim(f"output_dir={run}")  # Hydra's start-up files of a run that failed: not a run to protect
+    fake_run(run, checkpoint=False)
+    with pytest.raises(lineas.LineasError) as err:
+        claim(f"output_dir={run}")
+    assert "resume=" not in str(err.value)  # there is no checkpoint to suggest
+    sweep = tmp_path / "sweep"
+    for job in ("0", "1"):
+        fake_run(sweep / job)
+    with pytest.raises(lineas.LineasError, match=f"resume={sweep / '0' / 'checkpoints' / 'last.ckpt'}"):
+        claim(f"output_dir={sweep}")
+
+
+def test_fit_api_keeps_the_folder_when_the_call_is_wrong(tmp_path):
+    keep = fake_run(tmp_path / "keep")
+    before = snapshot(keep)
+    with pytest.raises(lineas.PromptFileError, match="no_such_file.txt"):
+        lineas.fit("tiny:llama", "no_such_file.txt", ["a b", "c d"], output_dir=keep, overwrite=True, steps=2)
+    with pytest.raises(lineas.ConfigError, match="steps=10.5"):
+        lineas.fit("tiny:llama", ["a"], ["b"], steps=10.5, output_dir=keep, overwrite=True)
+    with pytest.raises(lineas.ConfigError, match="model=None"):
+        lineas.fit(None, ["a"], ["b"], output_dir=keep, overwrite=True)
+    assert snapshot(keep) == before
+
+
+def test_last_checkpoint_holds_the_final_step(tiny_run):
+    assert torch.load(tiny_run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 60
 
 
 @pytest.mark.slow  # two CLI runs
@@ -166,3 +246,69 @@ def test_second_run_into_the_same_folder_is_refused_and_changes_nothing(tmp_path
         line for line in second.stderr.splitlines() if "holds a run already" in line
     ]
     assert snapshot(out) == before  # .hydra/, logs, maps, checkpoints: untouched
+
+
+@pytest.mark.slow  # CLI runs
+def test_cfg_job_and_a_typo_with_overwrite_leave_the_run_as_it_was(tmp_path):
+    run = fake_run(tmp_path / "run")
+    before = snapshot(run)
+    shown = run_cli("lineas.train", "recipe=tiny", f"output_dir={run}", "overwrite=true", "--cfg", "job")
+    assert shown.returncode == 0 and "max_steps" in shown.stdout, shown.stderr[-2000:]
+    typo = run_cli("lineas.train", "recipe=tiny", f"output_dir={run}", "overwrite=true", "module.lrr=1")
+    assert typo.returncode != 0 and "lrr" in typo.stderr
+    assert snapshot(run) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+@pytest.mark.slow  # three CLI runs at once
+def test_of_three_fits_started_at_once_into_one_folder_one_runs(tmp_path):
+    out = tmp_path / "run"
+    args = ["recipe=tiny", "trainer.max_steps=2", f"output_dir={out}", "trainer.enable_progress_bar=false"]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "PYTHONPATH": str(ROOT)}
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "lineas.train", *args], cwd=ROOT, env=env, stderr=subprocess.PIPE)
+        for _ in range(3)
+    ]
+    codes = [p.wait(timeout=600) for p in procs]
+    errors = [p.stderr.read().decode() for p in procs]
+    assert sorted(codes) == [0, 2, 2], errors
+    refused = [e for c, e in zip(codes, errors) if c == 2]
+    assert all("being written by another lineas process" in e or "holds files already" in e for e in refused)
+    assert lineas.load_maps(out / "maps").info["steps"] == 2
+
+
+@pytest.mark.slow  # a CLI run stopped by a signal
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_saves_a_checkpoint_says_how_to_resume_and_exits_non_zero(tmp_path, signum, code):
+    out = tmp_path / "run"
+    args = ["recipe=tiny", "trainer.max_steps=100000", f"output_dir={out}", "trainer.enable_progress_bar=false"]
+    args.append("callbacks.checkpoint.every_n_train_steps=3")
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lineas.train", *args], cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.time() + 400
+    while not (out / "checkpoints" / "last.ckpt").exists() and time.time() < deadline:  # fitting, at step 3
+        time.sleep(0.5)
+    proc.send_signal(signum)
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == code, stderr[-2000:]
+    lines = [line for line in stderr.splitlines() if line.startswith("lineas.train:")]
+    ckpt = out / "checkpoints" / "last.ckpt"
+    assert len(lines) == 1 and f"resume={ckpt}" in lines[0], stderr[-2000:]
+    step = read_checkpoint(ckpt)["global_step"]
+    assert step >= 3 and f"after step {step}" in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [
+        (["recipe=tiny_sd", "backbone.model=tiny:llama"], "tiny:llama is not a diffusers pipeline"),
+        (["recipe=tiny", "backbone.model=tiny:sd"], "tiny:sd is a diffusers pipeline, not a causal LM"),
+        (["recipe=tiny", "backbone.model=./no/such/folder"], "no such folder"),
+        (["recipe=tiny", "data.source=???"], "data.source and data.target are required"),
+    ],
+)
+def test_a_backbone_or_data_that_cannot_be_used_is_one_error(tmp_path, args, match):
+    with pytest.raises(lineas.LineasError, match=match):
+        train(compose_cfg(*args, f"output_dir={tmp_path / 'run'}", "trainer.enable_progress_bar=false"))

@@ -242,3 +242,25 @@ def test_maps_of_another_width_are_refused_when_applied_naming_the_site():
     with pytest.raises(MapsFileError, match=r"site 0: the maps have 4 dims but the module outputs 5"):
         with maps.apply(net):
             net(torch.randn(2, 3))
+
+
+@pytest.mark.parametrize(
+    ("edit", "match"),
+    [
+        (lambda m: [m], "a JSON object is expected, not list"),
+        (lambda m: {k: v for k, v in m.items() if k != "sites"}, "'sites' must be a non-empty list"),
+        (lambda m: dict(m, sites=[{"site": "x"}]), r"sites\[0\].*a whole dim >= 1"),
+        (lambda m: dict(m, sites=[{"site": "x", "dim": "3"}]), r"sites\[0\]"),
+        (lambda m: dict(m, strength="high"), "strength 'high' is not a finite number"),
+        (lambda m: dict(m, strength=None), "strength None is not a finite number"),
+        (lambda m: dict(m, sites=m["sites"] + m["sites"][:1]), "site x is listed twice"),
+        (lambda m: dict(m, sites=m["sites"][:1]), r"holds tensors of sites \['y'\] that lineas.json does not list"),
+    ],
+)
+def test_load_refuses_a_malformed_lineas_json_in_one_line(tmp_path, edit, match):
+    folder = tmp_path / "m"
+    AffineMaps(["x", "y"], [3, 4]).save(folder)
+    meta = json.loads((folder / "lineas.json").read_text())
+    (folder / "lineas.json").write_text(json.dumps(edit(meta)))
+    with pytest.raises(MapsFileError, match=match):
+        load_maps(folder)

@@ -52,3 +52,28 @@ def test_binary_prompt_file_is_one_short_error_naming_it(tmp_path):
         read_prompts(path)
     message = str(err.value)
     assert str(path) in message and "not UTF-8" in message and len(message) < 300
+
+
+def test_read_as_pythons_own_readers_read_them(tmp_path):
+    rows = [["text", "id"], ["a prompt\nover two lines", "1"], ["with a BOM before the header", "2"]]
+    with open(tmp_path / "p.csv", "w", newline="", encoding="utf-8-sig") as f:
+        csv.writer(f).writerows(rows)
+    with open(tmp_path / "p.csv", newline="", encoding="utf-8-sig") as f:
+        reference = [r["text"] for r in csv.DictReader(f)]
+    assert read_prompts(tmp_path / "p.csv") == reference == ["a prompt\nover two lines", "with a BOM before the header"]
+    (tmp_path / "p.jsonl").write_text("\ufeff" + json.dumps({"text": "a\u2028b"}) + "\r\n" + '{"text": null}\n')
+    assert read_prompts(tmp_path / "p.jsonl") == ["a\u2028b"]  # JSON allows U+2028 inside a string
+    (tmp_path / "p.txt").write_bytes("\ufeffone\r\ntwo\rthree\n".encode())
+    with open(tmp_path / "p.txt", encoding="utf-8-sig") as f:  # universal newlines
+        assert read_prompts(tmp_path / "p.txt") == [line.strip() for line in f] == ["one", "two", "three"]
+
+
+@pytest.mark.parametrize("value", [None, ["a", "b"], 3, {"x": 1}, True])
+def test_jsonl_values_must_be_text(tmp_path, value):
+    path = tmp_path / "p.jsonl"
+    path.write_text(json.dumps({"text": "fine"}) + "\n" + json.dumps({"text": value}) + "\n")
+    if value is None:
+        assert read_prompts(path) == ["fine"]
+    else:
+        with pytest.raises(PromptFileError, match=r"p.jsonl:2: field 'text' is \w+, not text"):
+            read_prompts(path)

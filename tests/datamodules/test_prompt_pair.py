@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch.utils.data import RandomSampler
 
+from lineas.core.errors import ConfigError
 from lineas.datamodules import PromptFileError, PromptPairDataModule
 from lineas.datamodules.prompt_pair import PromptStream
 
@@ -86,3 +87,24 @@ def test_train_loader_starts_at_the_trainer_step_and_the_seed_is_kept():
             [f"s{i}" for i in range(10)], [f"t{i}" for i in range(10)], num_fit=6, seed=1
         ).fingerprint()
     )
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"num_fit": -5}, "data.num_fit=-5"),
+        ({"heldout_fraction": 1.5}, "data.heldout_fraction=1.5"),
+        ({"batch_size": 0}, "data.batch_size=0"),
+    ],
+)
+def test_nonsense_numbers_are_refused(kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        PromptPairDataModule([f"s{i}" for i in range(10)], [f"t{i}" for i in range(10)], **kwargs)
+
+
+def test_same_prompts_on_both_sides_or_no_held_out_set_is_said():
+    prompts = [f"p{i}" for i in range(10)]
+    with pytest.warns(UserWarning, match="source and target prompts are the same"):
+        PromptPairDataModule(prompts, list(reversed(prompts)))
+    with pytest.warns(UserWarning, match="no held-out prompts"):
+        PromptPairDataModule(prompts, [f"t{i}" for i in range(10)], num_fit=12)

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 import lineas
 from lineas.cli.train import train
+from lineas.core.errors import ConfigError, OutputExistsError
+from lineas.core.maps import AffineMaps
+from lineas.core.outputs import MARKER
 from lineas.metrics import Toxicity
 from lineas.metrics.perplexity import fluency_with_se, perplexity
-from lineas.tasks.evaluate import evaluate
+from lineas.tasks.configs import EvaluateConfig, Sampling
+from lineas.tasks.evaluate import evaluate, run_evaluate
 from tests.helpers import compose_cfg, run_cli
 
 
@@ -38,6 +43,39 @@ def test_evaluate_cli_writes_metrics_plot_and_tensorboard(tmp_path):
     rows = [json.loads(line) for line in (out / "generations.jsonl").read_text().splitlines()]
     assert len(rows) == 12
     assert "strength" in proc.stdout and "perplexity" in proc.stdout
+    assert (out / MARKER).is_file()
+    before = (out / "metrics.json").read_bytes()
+    with pytest.raises(OutputExistsError, match=f"output_dir={out} holds files already.*overwrite=true"):
+        run_evaluate(EvaluateConfig(maps=str(tmp_path / "maps")))  # the README's follow-up: refused, not replaced
+    assert (out / "metrics.json").read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        ({"num_prompts": 0}, "num_prompts=0"),
+        ({"num_prompts": -118}, "num_prompts=-118"),
+        ({"strengths": []}, r"strengths=\[\]"),
+        ({"sampling": Sampling(top_p=2.0)}, "sampling.top_p=2.0"),
+        ({"sampling": Sampling(temperature=0.0)}, "sampling.temperature=0.0"),
+        ({"sampling": Sampling(max_new_tokens=-1)}, "sampling.max_new_tokens=-1"),
+    ],
+)
+def test_nonsense_settings_are_refused_before_any_model_loads(tmp_path, change, match):
+    with pytest.raises(ConfigError, match=match):
+        run_evaluate(EvaluateConfig(model="no/such/model", output_dir=str(tmp_path / "e"), **change))
+    assert not (tmp_path / "e").exists()
+
+
+def test_evaluate_never_replaces_a_folder_lineas_did_not_write(tmp_path):
+    AffineMaps(["model.layers.0.mlp"], [64], info={"base_model": "tiny:llama"}).save(tmp_path / "maps")
+    (tmp_path / "eval").mkdir()
+    (tmp_path / "eval" / "notes.md").write_text("mine")
+    with pytest.raises(OutputExistsError, match="not written by lineas"):
+        run_evaluate(EvaluateConfig(maps=str(tmp_path / "maps"), overwrite=True))
+    with pytest.raises(OutputExistsError, match="overlaps"):
+        run_evaluate(EvaluateConfig(maps=str(tmp_path / "maps"), output_dir=str(tmp_path), overwrite=True))
+    assert (tmp_path / "eval" / "notes.md").read_text() == "mine"
 
 
 def test_evaluate_numbers_are_the_metrics_of_the_generated_text(tiny_llama):

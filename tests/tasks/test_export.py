@@ -17,9 +17,11 @@ from safetensors.numpy import load_file as load_numpy
 
 import lineas
 from lineas import MergeError
+from lineas.core.outputs import mark
 from lineas.models.families import PRESETS
 from lineas.tasks.export import export
 from lineas.tasks.images import render
+from lineas.tasks.steered import load_steering
 from tests.helpers import T2I_MERGE_SITES, T2I_PROMPTS, T2I_SEEDS, clipped_maps, random_maps_for, run_cli
 
 PROMPTS = ["Hello there, how are you today?", "Shut up", "The weather is lovely and the sun is out."]
@@ -123,11 +125,73 @@ def test_refuses_overwrite_and_a_mismatched_base(tmp_path):
     maps = random_maps_for(backbone, "mlp_out", scale=0.3)
     maps.save(tmp_path / "maps")
     (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "notes.txt").write_text("keep")
     with pytest.raises(FileExistsError, match="overwrite=true"):
         export(tmp_path / "maps", tmp_path / "out")
+    with pytest.raises(FileExistsError, match="not written by lineas"):
+        export(tmp_path / "maps", tmp_path / "out", overwrite=True)
+    assert (tmp_path / "out" / "notes.txt").read_text() == "keep"
     with pytest.raises(lineas.MapsFileError, match="fitted on a llama model.*gpt2"):
         export(tmp_path / "maps", tmp_path / "other", model="tiny:gpt2")
     assert not (tmp_path / "other").exists()
+
+
+def test_export_never_replaces_its_own_input_or_a_file(tmp_path):
+    run = tmp_path / "R"
+    random_maps_for(lineas.CausalLM("tiny:llama"), "mlp_out", scale=0.3).save(run / "maps")
+    mark(run, "run")
+    before = sorted((p.name, p.read_bytes()) for p in (run / "maps").iterdir())
+    for out in (run / "maps", run, run / "maps" / "merged"):
+        with pytest.raises(lineas.LineasError, match="overlaps|inside the maps folder"):
+            export(run / "maps", out, overwrite=True)
+    assert sorted((p.name, p.read_bytes()) for p in (run / "maps").iterdir()) == before
+    (tmp_path / "notes.txt").write_text("keep")
+    with pytest.raises(lineas.LineasError, match="is a file, not a folder"):
+        export(run / "maps", tmp_path / "notes.txt", overwrite=True)
+    assert (tmp_path / "notes.txt").read_text() == "keep"
+
+
+def test_merged_tied_head_matches_live_maps_and_unties(tmp_path):
+    """A map on lm_head of a tied-embedding model (tiny Llama) changes the head only, merged as live."""
+    from transformers import AutoModelForCausalLM
+
+    backbone = lineas.CausalLM("tiny:llama")
+    model = backbone.model
+    assert model.config.tie_word_embeddings and model.lm_head.weight is model.model.embed_tokens.weight
+    maps = random_maps_for(backbone, ["lm_head"], scale=0.3, shift=False)
+    batch = backbone.collate(PROMPTS)
+    with torch.no_grad():
+        base = model(**batch).logits
+        with maps.apply(model, strength=1.0):
+            live = model(**batch).logits
+    export(maps, tmp_path / "merged")
+    merged = AutoModelForCausalLM.from_pretrained(tmp_path / "merged", dtype=torch.float32)
+    assert merged.config.tie_word_embeddings is False
+    assert merged.lm_head.weight is not merged.model.embed_tokens.weight
+    assert torch.equal(merged.model.embed_tokens.weight, model.model.embed_tokens.weight)  # the input side as is
+    with torch.no_grad():
+        out = merged(**batch).logits
+    assert (live - base).abs().max() > 0.1  # the map steers
+    assert (out - live).abs().max() < 1e-4
+
+
+def test_maps_fitted_on_a_merged_checkpoint_run_on_it_and_chain_provenance(tmp_path, monkeypatch):
+    backbone = lineas.CausalLM("tiny:llama")
+    export(random_maps_for(backbone, "mlp_out", scale=0.3), tmp_path / "m1", strength=0.5)
+    monkeypatch.chdir(tmp_path)
+    on_merged = lineas.CausalLM("m1")  # a relative folder is recorded as its absolute path
+    assert on_merged.spec == str((tmp_path / "m1").resolve())
+    second = random_maps_for(on_merged, "attn_out", scale=0.3)
+    second.save(tmp_path / "maps2")
+    steering = load_steering(str(tmp_path / "maps2"), None)
+    assert steering.spec == on_merged.spec and steering.maps is not None
+    with pytest.raises(lineas.ConfigError, match="already in its weights"):  # maps of the base, on the merge
+        random_maps_for(backbone, "mlp_out").save(tmp_path / "maps1")
+        load_steering(str(tmp_path / "maps1"), str(tmp_path / "m1"))
+    export(tmp_path / "maps2", tmp_path / "m2")
+    record = json.loads((tmp_path / "m2" / "lineas_merge.json").read_text())
+    assert record["base_model"] == on_merged.spec
+    assert record["base_merge"]["strength"] == 0.5 and record["base_merge"]["base_model"] == "tiny:llama"
 
 
 def test_export_cli(tmp_path):

@@ -15,6 +15,7 @@ from lineas.cli.main import typed
 from lineas.cli.recipes import register
 from lineas.core.hooks import probe
 from lineas.models.causal_lm import load_causal_lm as load_model
+from lineas.tasks.configs import GenerateConfig, Sampling
 from lineas.tasks.export import export
 from lineas.tasks.generate import format_prompts, generate
 from lineas.tasks.generate import run_generate as run
@@ -197,3 +198,37 @@ def test_model_route_on_a_merged_checkpoint(setup, tmp_path, capsys):
         cfg = compose("generate", overrides=[f"maps={root / 'maps'}", f"model={root / 'merged'}", f"prompts={prompts}"])
     with pytest.raises(lineas.ConfigError, match="already in its weights"):
         run(typed(cfg))
+
+
+def test_generate_output_is_refused_unless_told_and_replaced_only_when_lineas_wrote_it(tmp_path):
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("Hello there\n")
+    mine = tmp_path / "generations.jsonl"
+    mine.write_text("my own notes\n")
+    common = dict(model="tiny:llama", prompts=str(prompts), output=str(mine), progress=False)
+    with pytest.raises(lineas.LineasError, match="exists: choose another output, or replace it with overwrite=true"):
+        run(GenerateConfig(**common))
+    with pytest.raises(lineas.LineasError, match="not a file lineas wrote"):
+        run(GenerateConfig(**common, overwrite=True))
+    assert mine.read_text() == "my own notes\n"
+    sampling = Sampling(max_new_tokens=2, do_sample=False)
+    ours = tmp_path / "g.jsonl"
+    run(GenerateConfig(**dict(common, output=str(ours)), sampling=sampling))
+    run(GenerateConfig(**dict(common, output=str(ours)), sampling=sampling, overwrite=True))  # lineas wrote it
+    assert [json.loads(line)["prompt"] for line in ours.read_text().splitlines()] == ["Hello there"]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_a_cuda_device_without_a_gpu_is_one_line(tmp_path):
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("Hello there\n")
+    with pytest.raises(lineas.ConfigError, match="device=cuda: this machine has no such CUDA device"):
+        run(GenerateConfig(model="tiny:llama", prompts=str(prompts), device="cuda", output=None))
+
+
+def test_prompts_longer_than_the_context_are_one_line_naming_the_limit():
+    model, tok = load_model("tiny:gpt2")
+    with pytest.raises(lineas.ConfigError, match="prompt 2 is .* tokens.*context of 256 tokens"):
+        generate(model, tok, ["short", "word " * 300], max_new_tokens=4, do_sample=False, progress=False)
+    with pytest.raises(lineas.ConfigError, match=r"backbone.max_length=1000.*\(256 tokens\)"):
+        lineas.CausalLM("tiny:gpt2", max_length=1000)

@@ -119,3 +119,25 @@ def test_resume_after_kill_gives_the_maps_of_an_uninterrupted_run(tmp_path):
     print(f"killed at checkpoint step {step} of 150; resumed maps vs uninterrupted: max |diff| {diff}")
     assert diff <= 1e-6, f"resumed from step {step}: max |diff| {diff}"
     assert b.info["steps"] == 150
+
+
+def test_resume_that_would_not_train_is_refused_and_keeps_the_maps(tiny_run, tmp_path):
+    ckpt = tiny_run / "checkpoints" / "last.ckpt"
+    before = (tiny_run / "maps" / "maps.safetensors").read_bytes()
+    with pytest.raises(lineas.ConfigError, match="checkpoint is at step 20.*would not train.*above 20"):
+        train(compose_cfg("recipe=tiny", f"output_dir={tiny_run}", f"resume={ckpt}", "trainer.max_steps=15", *QUIET))
+    assert (tiny_run / "maps" / "maps.safetensors").read_bytes() == before
+    assert read_checkpoint(ckpt)["global_step"] == 20  # last.ckpt is the final step, not the step-10 one
+
+
+def test_resume_check_uses_the_global_batch(tiny_llama):
+    from types import SimpleNamespace
+
+    from lineas.datamodules import PromptPairDataModule
+
+    module = lineas.LinEASModule(tiny_llama, sites="mlp_out")
+    dm = PromptPairDataModule([f"s {i}" for i in range(8)], [f"t {i}" for i in range(8)], batch_size=4)
+    module._trainer = SimpleNamespace(world_size=2, datamodule=dm)  # a DDP rank: 4 prompts of 8 per step
+    assert module.fit_record()["batch_size"] == 8
+    module._trainer = SimpleNamespace(world_size=1, datamodule=dm)
+    assert module.fit_record()["batch_size"] == 4
