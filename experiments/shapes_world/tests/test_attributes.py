@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from lineas.metrics.shapes import (
+from experiments.shapes_world.attributes import (
     STRIPE_THRESHOLD,
     CaptionFollowing,
     ConceptRate,
@@ -16,8 +16,8 @@ from lineas.metrics.shapes import (
     expected,
     follows,
 )
-from lineas.metrics.train_shape_classifier import accuracy, corrupt
-from lineas.models.shapes.world import COLOURS, SHAPES, sample_scenes, scenes_for_captions
+from experiments.shapes_world.train_classifier import accuracy, corrupt
+from experiments.shapes_world.world import COLOURS, SHAPES, sample_scenes, scenes_for_captions
 
 
 @pytest.fixture(scope="module")

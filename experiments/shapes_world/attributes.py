@@ -5,8 +5,8 @@
 - **presence / count**: connected components (8-connected) of the pixels whose intensity (max over RGB)
   exceeds :data:`FOREGROUND`, at least :data:`MIN_AREA` pixels each;
 - **colour**: the mean chromaticity (RGB / intensity) of the component's bright pixels, nearest of the
-  four pure colours of :data:`lineas.models.shapes.world.RGB`;
-- **shape**: a small CNN (:mod:`lineas.metrics.shape_classifier`, trained on generator renders) on the
+  four pure colours of :data:`experiments.shapes_world.world.RGB`;
+- **shape**: a small CNN (:mod:`experiments.shapes_world.classifier`, trained on generator renders) on the
   component's soft mask, cropped square around its bounding box and resampled to 20x20 (so it reads
   the outline, not the size, the colour or the stripes);
 - **style**: the stripe energy, the mean absolute vertical step of the intensity inside the component
@@ -29,8 +29,8 @@ import torch
 import torch.nn.functional as F
 import torchmetrics
 
-from lineas.metrics.shape_classifier import CROP, load_classifier
-from lineas.models.shapes.world import COLOURS, KINDS, RGB, SHAPES, STYLE, parse_caption
+from experiments.shapes_world.classifier import CROP, load_classifier
+from experiments.shapes_world.world import COLOURS, KINDS, RGB, SHAPES, STYLE, parse_caption
 
 FOREGROUND = 0.2  # intensity above which a pixel belongs to an object (dark stripes are at 0.45)
 MIN_AREA = 16  # smaller components are specks, not objects (the smallest object covers ~40 pixels)
@@ -189,7 +189,7 @@ def detect(images: torch.Tensor, classifier: torch.nn.Module | None = None) -> D
 
 @functools.lru_cache(maxsize=1)
 def default_classifier() -> torch.nn.Module:
-    """The packaged shape classifier (``lineas/data/shapes/shape_classifier.safetensors``), loaded once."""
+    """The committed shape classifier (``experiments/shapes_world/shape_classifier.safetensors``), loaded once."""
     return load_classifier()
 
 
