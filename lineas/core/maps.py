@@ -40,7 +40,8 @@ class AffineMaps(nn.Module):
     A site may carry *bounds* ``lo, hi`` (Linear-AcT's support clip,
     docs/method.md#baselines-linear-act-and-mean-shift): the map then changes a value only where
     ``lo < z < hi`` and passes every other value unchanged. On a 4-D feature map the rule is decided on each
-    channel's spatial mean ``m``, and ``T(m) - m`` is added to every pixel. A clipped map is piecewise, so it works live (:meth:`apply`) but does not fold into weights.
+    channel's spatial mean ``m``, and ``T(m) - m`` is added to every pixel. A clipped map is piecewise, so it
+    works live (:meth:`apply`) but does not fold into weights.
     """
 
     def __init__(
