@@ -128,5 +128,5 @@ def test_the_getting_started_python_runs_as_written(tmp_path, monkeypatch, capsy
     (block,) = python_blocks((ROOT / "docs" / "index.md").read_text())
     monkeypatch.chdir(tmp_path)
     exec(compile(block, "docs/index.md", "exec"), {"__name__": "__docs__"})
-    words = capsys.readouterr().out.split()
+    words = capsys.readouterr().out.splitlines()[-1].split()
     assert words[0] == "tiny:llama" and 0 < int(words[1]) <= int(words[3])
