@@ -161,3 +161,15 @@ def test_second_run_into_the_same_folder_is_refused_and_changes_nothing(tmp_path
         line for line in second.stderr.splitlines() if "holds a run already" in line
     ]
     assert snapshot(out) == before  # .hydra/, logs, maps, checkpoints: untouched
+
+
+@pytest.mark.slow  # a CLI process
+def test_help_says_what_the_tool_does_with_examples_that_compose():
+    proc = run_cli("lineas.train", "--help")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.startswith("python -m lineas.train: fit LinEAS steering maps")
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("  python -m lineas.train")]
+    examples = [line.split("#")[0].split()[3:] for line in lines]
+    assert len(examples) >= 4 and "== Config ==" in proc.stdout
+    for overrides in examples:  # every example composes into a valid config
+        compose_cfg(*overrides)
