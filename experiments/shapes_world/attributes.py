@@ -14,9 +14,9 @@
   fills (isotropic noise cancels); an image is striped when the area-weighted mean energy of its
   objects exceeds :data:`STRIPE_THRESHOLD`.
 
-The torchmetrics ``Metric`` classes accumulate rates over ``update`` calls: :class:`CaptionFollowing`
-(does each image show what its template caption says: count, shapes, colours, shape-colour pairs,
-style) and :class:`ConceptRate` (how many images show an object of a given shape / colour, or the style).
+:func:`follows` says whether each image shows what its template caption says (count, shapes, colours,
+shape-colour pairs, style); the torchmetrics :class:`ConceptRate` accumulates how many images show an object of
+a given shape / colour, or the style, over ``update`` calls.
 """
 
 from __future__ import annotations
@@ -226,34 +226,6 @@ def follows(det: Detections, captions: Sequence[str]) -> dict[str, torch.Tensor]
     }
     out["all"] = torch.stack(list(out.values())).all(0)
     return out
-
-
-class CaptionFollowing(torchmetrics.Metric):
-    """Rates at which images show what their template captions say (see :func:`follows`), over all updates.
-
-    ``update(images, captions)``; ``compute()`` -> ``{"count", "shape", "colour", "pair", "style", "all"}``.
-    States are sums (reduced with ``sum`` under DDP)."""
-
-    is_differentiable = False
-    higher_is_better = True
-    full_state_update = False
-    KEYS = ("count", "shape", "colour", "pair", "style", "all")
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.add_state("hits", default=torch.zeros(len(self.KEYS), dtype=torch.long), dist_reduce_fx="sum")
-        self.add_state("total", default=torch.tensor(0), dist_reduce_fx="sum")
-
-    def update(self, images: torch.Tensor, captions: Sequence[str]) -> None:
-        if len(images) != len(captions):
-            raise ValueError(f"{len(images)} images for {len(captions)} captions")
-        hit = follows(detect(images), captions)
-        self.hits += torch.stack([hit[k].sum() for k in self.KEYS]).to(self.hits)
-        self.total += len(images)
-
-    def compute(self) -> dict[str, torch.Tensor]:
-        rates = self.hits.double() / self.total.clamp_min(1)
-        return dict(zip(self.KEYS, rates))
 
 
 class ConceptRate(torchmetrics.Metric):

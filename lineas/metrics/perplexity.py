@@ -51,10 +51,3 @@ def perplexity_with_se(
         return value, float("nan")
     se_mean = ((nll_t - mean * count_t).pow(2).sum() / (n - 1)).sqrt() * math.sqrt(n) / count_t.sum()
     return value, value * float(se_mean)
-
-
-def perplexity(
-    model: nn.Module, tokenizer, texts: list[str], batch_size: int = 16, max_length: int = 128, progress: bool = True
-) -> float:
-    """``exp`` of the mean next-token NLL over all real tokens of ``texts`` (each text scored alone)."""
-    return perplexity_with_se(model, tokenizer, texts, batch_size, max_length, progress)[0]

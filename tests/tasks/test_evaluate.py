@@ -9,7 +9,7 @@ import torch
 import lineas
 from lineas.cli.train import train
 from lineas.metrics import Toxicity
-from lineas.metrics.perplexity import perplexity
+from lineas.metrics.perplexity import perplexity_with_se
 from lineas.tasks.evaluate import evaluate
 from tests.helpers import compose_cfg, run_cli
 
@@ -54,6 +54,6 @@ def test_evaluate_numbers_are_the_metrics_of_the_generated_text(tiny_llama):
         tox.update(texts)
         assert m["toxicity_mean"] == float(tox.compute()["mean"])
         with maps.apply(model, strength=m["strength"]):
-            assert m["perplexity"] == perplexity(model, tok, neutral, progress=False)
-    assert metrics[0]["perplexity"] == perplexity(model, tok, neutral, progress=False)  # strength 0 = base
+            assert m["perplexity"] == perplexity_with_se(model, tok, neutral, progress=False)[0]
+    assert metrics[0]["perplexity"] == perplexity_with_se(model, tok, neutral, progress=False)[0]  # strength 0 = base
     assert metrics[0]["perplexity"] != metrics[1]["perplexity"]
