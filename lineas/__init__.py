@@ -3,7 +3,8 @@
 Notebook use, no Hydra needed::
 
     import lineas
-    maps = lineas.fit("offline:smollm2-135m-instruct", "toxic.txt", "nontoxic.txt", sites="mlp_out")
+    toxic, calm = lineas.data_path("toxicity/toxic.txt"), lineas.data_path("toxicity/nontoxic.txt")
+    maps = lineas.fit("offline:smollm2-135m-instruct", toxic, calm, sites="mlp_out")
     with maps.apply(model, strength=0.5):
         model.generate(...)
     maps.save("my_maps"); maps = lineas.load_maps("my_maps")
@@ -39,6 +40,7 @@ _EXPORTS = {
     "ModelSourceError": "lineas.core.errors",
     "FitError": "lineas.core.errors",
     "read_prompts": "lineas.core.prompts",
+    "data_path": "lineas.core.files",
     "PRESETS": "lineas.models.families",
     "resolve_sites": "lineas.models.families",
     "fold_rules": "lineas.models.families",

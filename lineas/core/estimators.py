@@ -1,4 +1,5 @@
-"""Closed-form baselines that fill the same maps as LinEAS: Linear-AcT and mean shift (LINEAS.md section 6).
+"""Closed-form baselines that fill the same maps as LinEAS: Linear-AcT and mean shift
+(docs/method.md#baselines-linear-act-and-mean-shift).
 
 Both run as the official Linear-AcT code does (apple/ml-act, ``linear_ot`` / ``mean_ot``): incremental,
 site by site in module order, each site's source and target samples re-collected with every earlier

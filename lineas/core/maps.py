@@ -38,10 +38,11 @@ class AffineMaps(nn.Module):
     At strength ``lam`` a site output ``z`` becomes ``(1 + lam*(omega-1)) * z + lam*beta``:
     ``lam=0`` is the base model, ``lam=1`` the fitted map.
 
-    A site may carry *bounds* ``lo, hi`` (Linear-AcT's support clip, LINEAS.md section 6): the map then
-    changes a value only where ``lo < z < hi`` and passes every other value unchanged. On a 4-D feature
-    map the rule is decided on each channel's spatial mean ``m``, and ``T(m) - m`` is added to every
-    pixel. A clipped map is piecewise, so it works live (:meth:`apply`) but does not fold into weights.
+    A site may carry *bounds* ``lo, hi`` (Linear-AcT's support clip,
+    docs/method.md#baselines-linear-act-and-mean-shift): the map then changes a value only where
+    ``lo < z < hi`` and passes every other value unchanged. On a 4-D feature map the rule is decided on each
+    channel's spatial mean ``m``, and ``T(m) - m`` is added to every pixel. A clipped map is piecewise, so it
+    works live (:meth:`apply`) but does not fold into weights.
     """
 
     def __init__(

@@ -1,4 +1,4 @@
-"""Folding affine maps into ordinary weights (LINEAS.md section 7).
+"""Folding affine maps into ordinary weights (docs/method.md#merging-into-weights).
 
 With ``w, b`` the map's coefficients at the chosen strength, a site's output ``y`` becomes
 ``w*y + b``. That folds exactly into:

@@ -6,7 +6,8 @@ After an optimizer step ``u <- u - P m`` with a diagonal preconditioner ``P = di
     min_x  1/2 * sum_i (x_i - u_i)**2 / tau_i  +  l1 * ||x||_1  +  g * ||x||_2
 
 so the fixed points of "step, then prox" are exactly the stationary points of loss + penalty: a
-coordinate stays at zero when its gradient is below ``l1``, whatever the optimizer (LINEAS.md section 4).
+coordinate stays at zero when its gradient is below ``l1``, whatever the optimizer
+(docs/method.md#sparsity-a-proximal-step).
 A prox with the scalar ``tau = lr`` after Adam would compete with Adam's ~``lr`` steps instead.
 """
 

@@ -115,9 +115,3 @@ def fluency_with_se(
     standard error: the detoxification literature's fluency measure when ``model`` is the unsteered base."""
     return ratio_perplexity(*text_nll(model, tokenizer, continuations, contexts, batch_size, max_length, progress))
 
-
-def perplexity(
-    model: nn.Module, tokenizer, texts: list[str], batch_size: int = 16, max_length: int = 128, progress: bool = True
-) -> float:
-    """``exp`` of the mean next-token NLL over all real tokens of ``texts`` (each text scored alone)."""
-    return perplexity_with_se(model, tokenizer, texts, batch_size, max_length, progress)[0]

@@ -285,11 +285,6 @@ def default_classifier() -> ToxicityClassifier:
     return ToxicityClassifier()
 
 
-def score(texts: Sequence[str] | str, batch_size: int = 256) -> torch.Tensor:
-    """``(N, 6)`` probabilities of :data:`LABELS` for ``texts`` with the packaged classifier."""
-    return default_classifier().score(texts, batch_size=batch_size)
-
-
 # --------------------------------------------------------------------------- the metric
 
 
@@ -318,7 +313,7 @@ class Toxicity(torchmetrics.Metric):
 
     def score(self, texts: Sequence[str] | str) -> torch.Tensor:
         """``(N, 6)`` probabilities of all :data:`LABELS` (CPU), without touching the metric's state."""
-        return score(texts, batch_size=self.batch_size)
+        return default_classifier().score(texts, batch_size=self.batch_size)
 
     def update(self, texts: Sequence[str] | str) -> None:
         probs = self.score(texts)[:, LABELS.index(self.label)]

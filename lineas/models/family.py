@@ -11,8 +11,8 @@ from lineas.core.merge import FoldRules
 class Family:
     """One ``config.model_type`` (or diffusers pipeline family): presets and fold rules.
 
-    Every preset names module outputs that fold into ordinary weights (LINEAS.md section 7) unless its
-    comment says "live only": Linear outputs with a bias home, and norms that feed only Linear layers.
+    Every preset names module outputs that fold into ordinary weights (docs/method.md#merging-into-weights)
+    unless its comment says "live only": Linear outputs with a bias home, and norms that feed only Linear layers.
     """
 
     model_type: str

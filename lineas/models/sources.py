@@ -4,7 +4,7 @@
 - ``tiny:FAMILY`` (llama, gpt2, qwen2, gemma2, mistral, phi3): a cached folder with seeded random
   weights and the SmolLM2 tokenizer; ``tiny:sd``, ``tiny:flux``: a cached diffusers pipeline folder;
 - ``offline:shapes-sd``: the Stable Diffusion pipeline trained on the shapes world, shipped in the package
-  (:mod:`lineas.models.shapes.pipeline`);
+  (:mod:`lineas.models.shapes_sd`);
 - ``shape:NAME``: random weights in the shape of a real model (:mod:`lineas.models.synthetic`);
 - anything else, a hub id or a local folder, is passed on unchanged.
 """
@@ -19,8 +19,8 @@ from typing import Any
 from lineas.core.errors import ModelSourceError
 from lineas.core.files import MERGE_RECORD, PIPELINE_SETTINGS
 from lineas.models.offline import GGUF_FILE, SMOLLM2, gguf_dir, smollm2_dir, smollm2_tokenizer_dir
-from lineas.models.shapes.pipeline import SPEC as SHAPES_SD
-from lineas.models.shapes.pipeline import shapes_sd_dir
+from lineas.models.shapes_sd import SPEC as SHAPES_SD
+from lineas.models.shapes_sd import shapes_sd_dir
 from lineas.models.synthetic import tiny_dir
 from lineas.models.tiny_pipelines import TINY_PIPELINES, tiny_pipeline_dir
 

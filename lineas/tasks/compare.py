@@ -47,6 +47,14 @@ def describe(maps: AffineMaps) -> dict[str, Any]:
     }
 
 
+def default_labels(maps: Sequence[AffineMaps], dirs: Sequence[str | Path]) -> list[str]:
+    """One distinct label per maps folder: :func:`describe`'s, with the run's folder name where two coincide."""
+    labels = [describe(m)["label"] for m in maps]
+    runs = [Path(d).parent.name if Path(d).name == "maps" else Path(d).name for d in dirs]
+    labels = [f"{lab} ({run})" if labels.count(lab) > 1 else lab for lab, run in zip(labels, runs)]
+    return [f"{lab} #{i + 1}" if labels.count(lab) > 1 else lab for i, lab in enumerate(labels)]
+
+
 def compare(
     model: nn.Module,
     tokenizer: Any,
@@ -151,7 +159,7 @@ def run_compare(cfg: CompareConfig) -> list[dict[str, Any]]:
     output = Output(cfg.output_dir, "compare", overwrite=cfg.overwrite, reads=dirs)
     output.check()
     maps = [load_maps(d) for d in dirs]
-    labels = list(cfg.labels) if cfg.labels else [describe(m)["label"] for m in maps]
+    labels = list(cfg.labels) if cfg.labels else default_labels(maps, dirs)
     if len(labels) != len(maps) or len(set(labels)) != len(labels):
         raise ConfigError(f"labels {labels}: give one distinct label per maps folder ({len(maps)})")
     specs = {cfg.model or m.info.get("base_model") for m in maps}

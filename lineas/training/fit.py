@@ -106,6 +106,7 @@ def fit(
         "callbacks": callbacks,
         "enable_checkpointing": False,
         "num_sanity_val_steps": 0,
+        "enable_model_summary": False,  # as in python -m lineas.train: the maps' size is in lineas.json
         "log_every_n_steps": 1,
         "check_val_every_n_epoch": None,
         "val_check_interval": max(1, steps // 4),

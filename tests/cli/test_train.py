@@ -312,3 +312,15 @@ def test_a_signal_saves_a_checkpoint_says_how_to_resume_and_exits_non_zero(tmp_p
 def test_a_backbone_or_data_that_cannot_be_used_is_one_error(tmp_path, args, match):
     with pytest.raises(lineas.LineasError, match=match):
         train(compose_cfg(*args, f"output_dir={tmp_path / 'run'}", "trainer.enable_progress_bar=false"))
+
+
+@pytest.mark.slow  # a CLI process
+def test_help_says_what_the_tool_does_with_examples_that_compose():
+    proc = run_cli("lineas.train", "--help")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.startswith("python -m lineas.train: fit LinEAS steering maps")
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("  python -m lineas.train")]
+    examples = [line.split("#")[0].split()[3:] for line in lines]
+    assert len(examples) >= 4 and "== Config ==" in proc.stdout
+    for overrides in examples:  # every example composes into a valid config
+        compose_cfg(*overrides)

@@ -16,7 +16,7 @@ from lineas.core.estimators import sorted_affine_fit, source_bounds
 from lineas.core.files import data_path
 from lineas.core.prompts import read_prompts
 from lineas.datamodules import PromptPairDataModule
-from lineas.metrics.perplexity import perplexity
+from lineas.metrics.perplexity import perplexity_with_se
 from tests.helpers import compose_cfg
 
 
@@ -202,12 +202,12 @@ def test_linear_act_with_the_official_clip_keeps_perplexity_in_its_regime(tmp_pa
     backbone = lineas.CausalLM(maps.info["base_model"])
     model, tok = backbone.model, backbone.tokenizer
     texts = read_prompts(data_path("neutral/wiki_dev.txt"))[:24]
-    base = perplexity(model, tok, texts, progress=False)
+    base = perplexity_with_se(model, tok, texts, progress=False)[0]
     with maps.apply(model, strength=1.0):
-        clipped = perplexity(model, tok, texts, progress=False)
+        clipped = perplexity_with_se(model, tok, texts, progress=False)[0]
     maps.bounds = [None] * len(maps.sites)
     with maps.apply(model, strength=1.0):
-        unclipped = perplexity(model, tok, texts, progress=False)
+        unclipped = perplexity_with_se(model, tok, texts, progress=False)[0]
     print(f"\nLinear-AcT perplexity: base {base:.2f}, clipped {clipped:.2f}, unclipped {unclipped:.2f}")
     assert base < clipped < 1.8 * base
     assert unclipped > 10 * base

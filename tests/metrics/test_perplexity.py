@@ -7,7 +7,7 @@ import math
 import numpy as np
 import torch
 
-from lineas.metrics.perplexity import fluency_with_se, perplexity, perplexity_with_se
+from lineas.metrics.perplexity import fluency_with_se, perplexity_with_se
 
 
 def test_perplexity_matches_direct_nll_and_ignores_padding(tiny_llama):
@@ -21,8 +21,8 @@ def test_perplexity_matches_direct_nll_and_ignores_padding(tiny_llama):
             nll -= logp.gather(1, ids[0, 1:, None]).sum().item()
             count += ids.shape[1] - 1
     expected = math.exp(nll / count)
-    assert abs(perplexity(model, tok, texts, batch_size=3, progress=False) - expected) < 1e-3 * expected
-    assert abs(perplexity(model, tok, texts, batch_size=2, progress=False) - expected) < 1e-3 * expected
+    assert abs(perplexity_with_se(model, tok, texts, batch_size=3, progress=False)[0] - expected) < 1e-3 * expected
+    assert abs(perplexity_with_se(model, tok, texts, batch_size=2, progress=False)[0] - expected) < 1e-3 * expected
 
 
 def test_perplexity_equals_torchmetrics_on_a_padded_batch(tiny_llama):
@@ -36,7 +36,7 @@ def test_perplexity_equals_torchmetrics_on_a_padded_batch(tiny_llama):
         logits = model(**batch).logits[:, :-1]
     labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)[:, 1:]
     reference = float(Perplexity(ignore_index=-100)(logits, labels))
-    assert abs(perplexity(model, tok, texts, batch_size=3, progress=False) - reference) < 1e-5 * reference
+    assert abs(perplexity_with_se(model, tok, texts, batch_size=3, progress=False)[0] - reference) < 1e-5 * reference
 
 
 def test_perplexity_standard_error_against_a_bootstrap_free_delta_method(tiny_llama):

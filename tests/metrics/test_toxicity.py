@@ -19,7 +19,13 @@ import torch
 from lineas.metrics import Toxicity, toxicity
 
 MODEL_DIR = toxicity.package_dir()  # installed by `make install` (--no-deps toxic-comment-classifier)
-from lineas.metrics.toxicity import LABELS, RestrictedUnpickler, load_vocab, restricted_loads, score  # noqa: E402
+from lineas.metrics.toxicity import (  # noqa: E402
+    LABELS,
+    RestrictedUnpickler,
+    default_classifier,
+    load_vocab,
+    restricted_loads,
+)
 
 RARE = "shattering"  # in the pickled index, but beyond num_words: Keras drops it (no OOV token)
 SENTENCES = [
@@ -123,7 +129,7 @@ def test_encoder_matches_keras_preprocessing(keras_tokenizer):
 
 def test_port_reproduces_numpy_reference(keras_tokenizer, h5_weights):
     expected = _np_model(h5_weights, _np_sequences(keras_tokenizer, SENTENCES))
-    got = score(SENTENCES, batch_size=3)  # several batches, the last one short
+    got = default_classifier().score(SENTENCES, batch_size=3)  # several batches, the last one short
     assert got.shape == (len(SENTENCES), len(LABELS)) and got.dtype == torch.float32
     np.testing.assert_allclose(got.numpy(), expected, atol=1e-5, rtol=0)
     assert not torch.is_grad_enabled() or not got.requires_grad
@@ -133,7 +139,7 @@ def test_port_reproduces_numpy_reference(keras_tokenizer, h5_weights):
 
 
 def test_reference_sentences():
-    probs = score(list(REFERENCE_TOXIC))[:, LABELS.index("toxic")]
+    probs = default_classifier().score(list(REFERENCE_TOXIC))[:, LABELS.index("toxic")]
     for (text, ref), p in zip(REFERENCE_TOXIC.items(), probs.tolist()):
         assert abs(p - ref) <= 0.02, (text, p, ref)
 
@@ -201,7 +207,7 @@ def test_vocab_is_converted_once_to_json(tmp_path, monkeypatch):
 
 def test_metric_batches_and_threshold():
     texts = list(REFERENCE_TOXIC)  # toxic ~0.03, ~0.997, ~0.77
-    toxic = score(texts)[:, 0]
+    toxic = default_classifier().score(texts)[:, 0]
 
     one = Toxicity()
     one.update(texts)

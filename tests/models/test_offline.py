@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -24,3 +28,14 @@ def test_converted_folder_reproduces_the_gguf_model():
         b = ours(**batch).logits
     assert ours.config.model_type == "llama" and ours.config.num_hidden_layers == 30
     assert torch.equal(a, b)
+
+
+def test_the_one_time_conversion_says_so_in_one_line(tmp_path):
+    """On a fresh cache, the conversion prints one lineas line and none of transformers' progress bars."""
+    code = "from lineas.models.offline import smollm2_dir; print(smollm2_dir())"
+    env = {**os.environ, "LINEAS_CACHE": str(tmp_path), "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stderr.splitlines()
+    assert [line.split(" ", 2)[:2] for line in lines] == [["lineas:", "converting"]], lines
+    assert proc.stdout.strip().startswith(str(tmp_path)) and "Converting" not in proc.stderr

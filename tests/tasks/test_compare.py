@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 
+import torch
+
 import lineas
 from lineas.cli.train import train
 from lineas.core.files import data_path
 from lineas.core.prompts import read_prompts
+from lineas.tasks.compare import default_labels
 from lineas.tasks.evaluate import evaluate
 from tests.helpers import compose_cfg, run_cli
 
@@ -66,3 +69,13 @@ def test_compare_cli_evaluates_every_maps_folder_like_evaluate(tmp_path):
     for key in ("toxicity_mean", "perplexity", "perplexity_se", "toxicity_mean_se"):
         assert rows[0][key] == direct[0][key] and rows[4][key] == direct[1][key]
     assert rows[4]["perplexity"] != rows[0]["perplexity"]
+
+
+def test_default_labels_tell_two_alike_fits_apart_by_their_run_folder():
+    a, b = (lineas.AffineMaps(["m.x"], [4], info={"estimator": "lineas"}) for _ in range(2))
+    lact = lineas.AffineMaps(["m.x"], [4], info={"estimator": "linear_act"})
+    with torch.no_grad():
+        a.omega[0][0] = b.omega[0][0] = 2.0  # the same support: describe() gives both one label
+    labels = default_labels([a, b, lact], ["runs/first/maps", "runs/second/maps", "runs/lact/maps"])
+    assert labels == ["LinEAS, support 25.0% (first)", "LinEAS, support 25.0% (second)", "Linear-AcT, unclipped"]
+    assert len(set(default_labels([a, a], ["x/maps", "x/maps"]))) == 2  # the same folder twice

@@ -13,7 +13,7 @@ from lineas.core.errors import ConfigError, OutputExistsError
 from lineas.core.maps import AffineMaps
 from lineas.core.outputs import MARKER
 from lineas.metrics import Toxicity
-from lineas.metrics.perplexity import fluency_with_se, perplexity
+from lineas.metrics.perplexity import fluency_with_se, perplexity_with_se
 from lineas.tasks.configs import EvaluateConfig, Sampling
 from lineas.tasks.evaluate import evaluate, run_evaluate
 from tests.helpers import compose_cfg, run_cli
@@ -94,6 +94,6 @@ def test_evaluate_numbers_are_the_metrics_of_the_generated_text(tiny_llama):
         # fluency: the continuations scored by the UNSTEERED model, given their prompts
         assert m["fluency"] == fluency_with_se(model, tok, prompts, texts, batch_size=2, progress=False)[0]
         with maps.apply(model, strength=m["strength"]):
-            assert m["perplexity"] == perplexity(model, tok, neutral, progress=False)
-    assert metrics[0]["perplexity"] == perplexity(model, tok, neutral, progress=False)  # strength 0 = base
+            assert m["perplexity"] == perplexity_with_se(model, tok, neutral, progress=False)[0]
+    assert metrics[0]["perplexity"] == perplexity_with_se(model, tok, neutral, progress=False)[0]  # strength 0 = base
     assert metrics[0]["perplexity"] != metrics[1]["perplexity"]

@@ -1,7 +1,8 @@
-"""The shape classifier of :mod:`lineas.metrics.shapes`: a small CNN on 20x20 soft-mask crops of one object.
+"""The shape classifier of :mod:`experiments.shapes_world.attributes`: a small CNN on 20x20 soft-mask crops
+of one object.
 
-Trained by :mod:`lineas.metrics.train_shape_classifier` (seeded, on generator renders); the weights ship
-as ``lineas/data/shapes/shape_classifier.safetensors``.
+Trained by :mod:`experiments.shapes_world.train_classifier` (seeded, on generator renders); the weights are
+``shape_classifier.safetensors`` beside this file.
 """
 
 from __future__ import annotations
@@ -11,8 +12,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from lineas.core.files import data_path
-from lineas.models.shapes.world import SHAPES
+from experiments.shapes_world.world import SHAPES
 
 WEIGHTS = "shape_classifier.safetensors"
 CROP = 20  # side of the classifier's input, pixels
@@ -41,8 +41,8 @@ class ShapeNet(nn.Module):
 
 
 def weights_path() -> Path:
-    """The shipped weights (``lineas/data/shapes/shape_classifier.safetensors``)."""
-    return Path(data_path(f"shapes/{WEIGHTS}"))
+    """The committed weights (``shape_classifier.safetensors`` beside this file)."""
+    return Path(__file__).with_name(WEIGHTS)
 
 
 def load_classifier(path: str | Path | None = None) -> ShapeNet:

@@ -1,5 +1,5 @@
 """Text-to-image steering measured on the shapes world (``offline:shapes-sd``): prompt sets, and rates read
-from generated images by :mod:`lineas.metrics.shapes` at several strengths.
+from generated images by :mod:`experiments.shapes_world.attributes` at several strengths.
 
 Two experiments, each a pair of unpaired prompt sets for fitting and a held-out set for evaluation
 (:func:`prompt_sets`, shipped as ``lineas/data/shapes/*.txt``):
@@ -12,7 +12,7 @@ Two experiments, each a pair of unpaired prompt sets for fitting and a held-out 
   with a circle, and the preservation of the other object (its shape-colour pair) and of the style.
 
 Settings are chosen on development captions (``*_dev.txt``) at other seeds, never on the held-out ones.
-``python -m lineas.tasks.shapes --experiment style --maps LinEAS=RUN/maps --prompted`` prints the rates by
+``python -m experiments.shapes_world.evaluate --experiment style --maps LinEAS=RUN/maps --prompted`` prints the rates by
 strength as a Markdown table (``--out`` writes them as JSON; ``--maps`` repeats to compare maps folders);
 ``--check-base`` measures the base model's caption following (every caption of the world at ``--seeds``).
 """
@@ -27,13 +27,13 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
+from experiments.shapes_world.attributes import ConceptRate, detect, follows
+from experiments.shapes_world.world import COLOURS, SHAPES, caption, parse_caption
 from lineas.core.files import data_path, write_json
 from lineas.core.maps import AffineMaps, load_maps
 from lineas.core.prompts import read_prompts
-from lineas.metrics.shapes import ConceptRate, detect, follows
 from lineas.models.diffusion import load_pipeline
-from lineas.models.shapes.pipeline import SPEC
-from lineas.models.shapes.world import COLOURS, SHAPES, caption, parse_caption
+from lineas.models.shapes_sd import SPEC
 from lineas.models.sources import resolve
 from lineas.tasks.images import render_rows
 
@@ -123,7 +123,7 @@ def generate(
 
 
 def caption_following(images: torch.Tensor, captions: Sequence[str]) -> dict[str, dict[str, float]]:
-    """Rates of :func:`lineas.metrics.shapes.follows` for (N, 3, H, W) images and their captions: over
+    """Rates of :func:`experiments.shapes_world.attributes.follows` for (N, 3, H, W) images and their captions: over
     ``all`` captions, and over those of ``one object`` and of ``two objects``."""
     hit = follows(detect(images), captions)
     two = torch.tensor([len(parse_caption(c)[0]) == 2 for c in captions])

@@ -1,34 +1,30 @@
-"""The shapes-world Stable Diffusion pipeline (``offline:shapes-sd``): its components built in code, and the
-committed, trained folder.
+"""The components of the shapes-world Stable Diffusion pipeline (``offline:shapes-sd``), built in code.
 
 A standard ``StableDiffusionPipeline`` at 32x32: an ``AutoencoderKL`` with one downsampling (16x16x4
 latents), a ``UNet2DConditionModel`` with cross-attention at 16x16 and 8x8, a small ``CLIPTextModel``
-and a word-level tokenizer over the caption vocabulary (:func:`lineas.models.shapes.world.vocabulary`).
+and a word-level tokenizer over the caption vocabulary (:func:`experiments.shapes_world.world.vocabulary`).
 The denoiser predicts ``v`` on a cosine noise schedule; sampling uses ``DPMSolverMultistepScheduler``
 with classifier-free guidance (:data:`CALL_SETTINGS`). The weights are trained by
-:mod:`lineas.models.shapes.train` and shipped in ``lineas/data/shapes_sd/`` (a diffusers folder:
+:mod:`experiments.shapes_world.train_pipeline` and shipped in ``lineas/data/shapes_sd/`` (a diffusers folder:
 ``DiffusionPipeline.from_pretrained`` loads it).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from lineas.core.errors import ModelSourceError
-from lineas.core.files import data_path
-from lineas.models.shapes.world import SIZE, vocabulary
+from experiments.shapes_world.world import SIZE, vocabulary
 from lineas.models.tiny_pipelines import autoencoder, clip_text_encoder, word_level_tokenizer
 
-SPEC = "offline:shapes-sd"
 MAX_TOKENS = 16  # the longest caption has 11 words and a comma, plus the two special tokens
 NUM_TRAIN_TIMESTEPS = 1000
 BETA_SCHEDULE = "squaredcos_cap_v2"
 PREDICTION_TYPE = "v_prediction"
 # Call settings for fitting and generation (written to lineas_pipeline.json). Guidance 2: of guidance 1 and 2 at
 # 12 sampler steps and 3 at 25, it gives the fine-tuned weights the highest lowest per-attribute caption-following
-# rate on the development captions, one noise per image (README). The model was trained with 10% empty captions.
+# rate on the development captions, one noise per image (this folder's README). The model was trained with
+# 10% empty captions.
 CALL_SETTINGS = {"height": SIZE, "width": SIZE, "num_inference_steps": 12, "guidance_scale": 2.0}
 
 
@@ -118,13 +114,3 @@ def assemble(vae: Any, text_encoder: Any, unet: Any, tokenizer: Any | None = Non
     )
     pipe.set_progress_bar_config(disable=True)
     return pipe
-
-
-def shapes_sd_dir() -> Path:
-    """The committed, trained pipeline folder (``lineas/data/shapes_sd``)."""
-    path = Path(data_path("shapes_sd"))
-    if not (path / "model_index.json").is_file():
-        raise ModelSourceError(
-            f"{SPEC}: no trained pipeline at {path}; train it with `python -m lineas.models.shapes.train`"
-        )
-    return path

@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from experiments.shapes_world.evaluate import EXPERIMENTS, REMOVED, prompt_sets, rates, shapes_data, without
+from experiments.shapes_world.world import parse_caption, scenes_for_captions
 from lineas.core.prompts import read_prompts
-from lineas.models.shapes.world import parse_caption, scenes_for_captions
-from lineas.tasks.shapes import EXPERIMENTS, REMOVED, prompt_sets, rates, shapes_data, without
 
 
 def test_shipped_prompt_sets_are_the_seeded_ones_and_disjoint():
@@ -65,11 +65,11 @@ def test_recipe_steers_held_out_captions_and_seeds(recipe, tmp_path):
     """The recipe as shipped (fit + merged export), then the rates at strengths 0 and 1 on the held-out captions
     at two of the README's evaluation seeds (the fit and the settings' choice never saw them); and the merged
     pipeline draws the live maps' images."""
+    from experiments.shapes_world.evaluate import evaluate, generate
     from lineas.cli.train import train
     from lineas.core.maps import load_maps
     from lineas.models.diffusion import load_pipeline
     from lineas.models.sources import resolve
-    from lineas.tasks.shapes import evaluate, generate
     from tests.helpers import compose_cfg
 
     cfg = compose_cfg(

@@ -5,8 +5,8 @@
 - **presence / count**: connected components (8-connected) of the pixels whose intensity (max over RGB)
   exceeds :data:`FOREGROUND`, at least :data:`MIN_AREA` pixels each;
 - **colour**: the mean chromaticity (RGB / intensity) of the component's bright pixels, nearest of the
-  four pure colours of :data:`lineas.models.shapes.world.RGB`;
-- **shape**: a small CNN (:mod:`lineas.metrics.shape_classifier`, trained on generator renders) on the
+  four pure colours of :data:`experiments.shapes_world.world.RGB`;
+- **shape**: a small CNN (:mod:`experiments.shapes_world.classifier`, trained on generator renders) on the
   component's soft mask, cropped square around its bounding box and resampled to 20x20 (so it reads
   the outline, not the size, the colour or the stripes);
 - **style**: the stripe energy, the mean absolute vertical step of the intensity inside the component
@@ -14,9 +14,9 @@
   fills (isotropic noise cancels); an image is striped when the area-weighted mean energy of its
   objects exceeds :data:`STRIPE_THRESHOLD`.
 
-The torchmetrics ``Metric`` classes accumulate rates over ``update`` calls: :class:`CaptionFollowing`
-(does each image show what its template caption says: count, shapes, colours, shape-colour pairs,
-style) and :class:`ConceptRate` (how many images show an object of a given shape / colour, or the style).
+:func:`follows` says whether each image shows what its template caption says (count, shapes, colours,
+shape-colour pairs, style); the torchmetrics :class:`ConceptRate` accumulates how many images show an object of
+a given shape / colour, or the style, over ``update`` calls.
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ import torch
 import torch.nn.functional as F
 import torchmetrics
 
-from lineas.metrics.shape_classifier import CROP, load_classifier
-from lineas.models.shapes.world import COLOURS, KINDS, RGB, SHAPES, STYLE, parse_caption
+from experiments.shapes_world.classifier import CROP, load_classifier
+from experiments.shapes_world.world import COLOURS, KINDS, RGB, SHAPES, STYLE, parse_caption
 
 FOREGROUND = 0.2  # intensity above which a pixel belongs to an object (dark stripes are at 0.45)
 MIN_AREA = 16  # smaller components are specks, not objects (the smallest object covers ~40 pixels)
@@ -189,7 +189,7 @@ def detect(images: torch.Tensor, classifier: torch.nn.Module | None = None) -> D
 
 @functools.lru_cache(maxsize=1)
 def default_classifier() -> torch.nn.Module:
-    """The packaged shape classifier (``lineas/data/shapes/shape_classifier.safetensors``), loaded once."""
+    """The committed shape classifier (``experiments/shapes_world/shape_classifier.safetensors``), loaded once."""
     return load_classifier()
 
 
@@ -226,34 +226,6 @@ def follows(det: Detections, captions: Sequence[str]) -> dict[str, torch.Tensor]
     }
     out["all"] = torch.stack(list(out.values())).all(0)
     return out
-
-
-class CaptionFollowing(torchmetrics.Metric):
-    """Rates at which images show what their template captions say (see :func:`follows`), over all updates.
-
-    ``update(images, captions)``; ``compute()`` -> ``{"count", "shape", "colour", "pair", "style", "all"}``.
-    States are sums (reduced with ``sum`` under DDP)."""
-
-    is_differentiable = False
-    higher_is_better = True
-    full_state_update = False
-    KEYS = ("count", "shape", "colour", "pair", "style", "all")
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.add_state("hits", default=torch.zeros(len(self.KEYS), dtype=torch.long), dist_reduce_fx="sum")
-        self.add_state("total", default=torch.tensor(0), dist_reduce_fx="sum")
-
-    def update(self, images: torch.Tensor, captions: Sequence[str]) -> None:
-        if len(images) != len(captions):
-            raise ValueError(f"{len(images)} images for {len(captions)} captions")
-        hit = follows(detect(images), captions)
-        self.hits += torch.stack([hit[k].sum() for k in self.KEYS]).to(self.hits)
-        self.total += len(images)
-
-    def compute(self) -> dict[str, torch.Tensor]:
-        rates = self.hits.double() / self.total.clamp_min(1)
-        return dict(zip(self.KEYS, rates))
 
 
 class ConceptRate(torchmetrics.Metric):

@@ -1,10 +1,10 @@
-"""Train the shape classifier of :mod:`lineas.metrics.shapes`, seeded, on one CPU thread (about a minute).
+"""Train the shape classifier of :mod:`experiments.shapes_world.attributes`, seeded, on one CPU thread (about a minute).
 
-The training data are generator renders (:mod:`lineas.models.shapes.world`) passed through the same
+The training data are generator renders (:mod:`experiments.shapes_world.world`) passed through the same
 segmentation and cropping as generated images, with mild corruptions so that the classifier reads
 imperfect images too (a brightness gain, a partial 3x3 blur, Gaussian noise)::
 
-    python -m lineas.metrics.train_shape_classifier --out lineas/data/shapes/shape_classifier.safetensors
+    python -m experiments.shapes_world.train_classifier --out experiments/shapes_world/shape_classifier.safetensors
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from experiments.shapes_world import attributes as m
+from experiments.shapes_world.classifier import ShapeNet, weights_path
+from experiments.shapes_world.world import Scenes, sample_scenes
 from lineas.core.files import write_bytes
-from lineas.metrics import shapes as m
-from lineas.metrics.shape_classifier import ShapeNet, weights_path
-from lineas.models.shapes.world import Scenes, sample_scenes
 
 
 def corrupt(images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from lineas.models.shapes.pipeline import MAX_TOKENS, shapes_tokenizer
-from lineas.models.shapes.world import (
+from experiments.shapes_world.pipeline import MAX_TOKENS, shapes_tokenizer
+from experiments.shapes_world.world import (
     COLOURS,
     RGB,
     SHAPES,

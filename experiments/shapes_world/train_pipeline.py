@@ -1,8 +1,8 @@
 """Train the shapes-world Stable Diffusion pipeline from scratch, seeded, on one CPU thread, resumably.
 
-``python -m lineas.models.shapes.train --work /tmp/shapes/run --out lineas/data/shapes_sd``
+``python -m experiments.shapes_world.train_pipeline --work /tmp/shapes/run --out lineas/data/shapes_sd``
 
-1. The VAE (:func:`~lineas.models.shapes.pipeline.build_vae`) learns to reconstruct fresh renders
+1. The VAE (:func:`~experiments.shapes_world.pipeline.build_vae`) learns to reconstruct fresh renders
    (L1 + a small KL term); its latent scaling factor is then set to 1 / (std of the latents).
 2. The UNet and the CLIP text encoder learn together to denoise the VAE latents of fresh renders given
    their captions (v-prediction, cosine schedule, min-SNR-5 loss weights, 10% of captions dropped to ""
@@ -36,10 +36,10 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 
+from experiments.shapes_world import pipeline as sp
+from experiments.shapes_world.world import Layout, sample_scenes
 from lineas.core.errors import ConfigError, LineasError
 from lineas.core.files import PIPELINE_SETTINGS, atomic_dir, write_bytes, write_json
-from lineas.models.shapes import pipeline as sp
-from lineas.models.shapes.world import Layout, sample_scenes
 
 STAGES = {"vae": 1, "unet": 2}
 FINETUNE_STREAM = 100_000

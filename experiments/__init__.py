@@ -1,0 +1,1 @@
+"""Research experiments built on lineas: run from the repository root, never imported by the library."""
