@@ -45,6 +45,7 @@ class ExportConfig:
     dtype: Optional[str] = None  # transformers: default float32; bfloat16 / float16 halve the folder
     format: str = "transformers"  # or gguf: OUT/model.gguf for llama.cpp (Llama-family models)
     tensor_type: str = "f32"  # gguf: the type of the tensors the merge writes (f32, f16, q8_0)
+    ungated: bool = False  # a gated maps folder: export its maps without the gate (a gate cannot be merged)
 
 
 @dataclass

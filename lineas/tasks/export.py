@@ -33,10 +33,13 @@ def export(
     model: str | None = None,
     overwrite: bool = False,
     dtype: str | None = None,
+    ungated: bool = False,
 ) -> Path:
-    """Fold ``maps`` at ``strength`` into their base model (or ``model``) and save it to ``output_dir``."""
+    """Fold ``maps`` at ``strength`` into their base model (or ``model``) and save it to ``output_dir``.
+
+    A maps folder with a per-token gate is refused unless ``ungated`` (its maps are then exported without it)."""
     output_dir, strength = Path(output_dir), check_strength(strength)
-    maps, spec = mergeable(maps, output_dir, model, overwrite)
+    maps, spec = mergeable(maps, output_dir, model, overwrite, ungated)
     base, weights, save = _load_base(spec, is_pipeline(spec, maps.info.get("model_type")))
     check_fitted_on(maps.info, base, spec)
     plan = merge_(base, maps, fold_rules(base), strength)
@@ -56,13 +59,13 @@ def export(
 
 
 def mergeable(
-    maps: str | Path | AffineMaps, output_dir: Path, model: str | None, overwrite: bool
+    maps: str | Path | AffineMaps, output_dir: Path, model: str | None, overwrite: bool, ungated: bool = False
 ) -> tuple[AffineMaps, str]:
-    """The maps (read, and refused if clipped) and their base model's spec; before any model loads, refuses an
-    existing ``output_dir`` unless ``overwrite``."""
+    """The maps (read without their gate if ``ungated``; refused if clipped or gated) and their base model's spec;
+    before any model loads, refuses an existing ``output_dir`` unless ``overwrite``."""
     if output_dir.exists() and not overwrite:
         raise OutputExistsError(f"{output_dir} exists; pass overwrite=true to replace it")
-    maps = maps if isinstance(maps, AffineMaps) else load_maps(maps)
+    maps = maps if isinstance(maps, AffineMaps) else load_maps(maps, gate=not ungated)
     check_unclipped(maps)
     spec = model or maps.info.get("base_model")
     if spec is None:
