@@ -14,66 +14,23 @@ Saved beside the maps as ``gate.safetensors`` (``SITE.mean``, ``.components``, `
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from lineas.core.errors import MapsFileError
+from lineas.core.errors import ConfigError, MapsFileError
 from lineas.core.files import GATE_CONFIG, GATE_WEIGHTS
+from lineas.core.probe import fit_probe
 from lineas.core.sites import Site
 
 FORMAT = "lineas-gate/1"
 STATES = ("gated", "steer", "off")
 TENSORS = ("mean", "components", "scale", "weight", "bias")
-
-
-def principal_directions(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(mean (D,), components (k, D), scale (k,))`` of samples ``x`` ``(N, D)``, in float64.
-
-    The components are the top-k right singular vectors of the centred samples, each signed so that its
-    largest entry is positive (deterministic); ``scale`` is the standard deviation of the projections.
-    """
-    x = x.double()
-    mean = x.mean(0)
-    _, sv, vt = torch.linalg.svd(x - mean, full_matrices=False)
-    k = min(k, vt.shape[0])
-    comps = vt[:k]
-    sign = comps.gather(1, comps.abs().argmax(1, keepdim=True)).sign()
-    scale = (sv[:k] / x.shape[0] ** 0.5).clamp_min(1e-12)
-    return mean, comps * sign, scale
-
-
-def logistic_fit(
-    x: torch.Tensor, y: torch.Tensor, l2: float = 1.0, iters: int = 100, tol: float = 1e-10
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(weight (k,), bias ())`` minimising ``sum_i logloss(x_i . w + b, y_i) + l2/2 * |w|^2`` (Newton, float64).
-
-    The intercept is not penalised: scikit-learn's ``LogisticRegression(C=1/l2)``. Deterministic.
-    """
-    x, y = x.double(), y.double()
-    n, k = x.shape
-    xb = torch.cat([x, x.new_ones(n, 1)], 1)
-    penalty = torch.cat([x.new_full((k,), float(l2)), x.new_zeros(1)])
-    w = x.new_zeros(k + 1)
-    for _ in range(iters):
-        p = torch.sigmoid(xb @ w)
-        grad = xb.T @ (p - y) + penalty * w
-        hess = (xb.T * (p * (1 - p))) @ xb + torch.diag(penalty)
-        step = torch.linalg.solve(hess + 1e-12 * torch.eye(k + 1, dtype=x.dtype), grad)
-        w = w - step
-        if step.abs().max() < tol:
-            break
-    return w[:k], w[k]
-
-
-def balanced_accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
-    """Mean over the two classes of the share of samples on their side of 0."""
-    pred = logits > 0
-    y = y.bool()
-    return 0.5 * (float(pred[y].float().mean()) + float((~pred[~y]).float().mean()))
+THRESHOLD = 0.75  # held-out balanced accuracy a probe needs for its site to be gated (the DSAS summaries' value)
 
 
 class Gate(nn.Module):
@@ -90,6 +47,7 @@ class Gate(nn.Module):
         self.weight = nn.ParameterList([nn.Parameter(torch.zeros(k)) for _ in dims])
         self.bias = nn.ParameterList([nn.Parameter(torch.zeros(1)) for _ in dims])
         self.info: dict[str, Any] = dict(info or {})
+        self._record: dict[int, list[torch.Tensor]] | None = None
 
     @property
     def k(self) -> int:
@@ -128,13 +86,24 @@ class Gate(nn.Module):
     def value(self, i: int, z: torch.Tensor, channel: int = -1) -> torch.Tensor | None:
         """Gate of every position of ``z`` in [0, 1] (None: gate 1, the site is steered as without a gate)."""
         state = self.states[i]
-        if state == "steer":
-            return None
-        if state == "off":
+        if state == "gated":
+            g = torch.sigmoid(self.logits(i, z, channel))
+        else:
             shape = list(z.shape)
             shape[channel] = 1
-            return z.new_zeros(shape, dtype=torch.float32)
-        return torch.sigmoid(self.logits(i, z, channel))
+            g = z.new_full(shape, float(state == "steer"), dtype=torch.float32)
+        if self._record is not None:
+            self._record.setdefault(i, []).append(g.detach())
+        return None if state == "steer" else g
+
+    @contextmanager
+    def recording(self) -> Iterator[dict[int, list[torch.Tensor]]]:
+        """Inside the block, every gate value computed (per site index, in firing order) lands in the dict."""
+        self._record = {}
+        try:
+            yield self._record
+        finally:
+            self._record = None
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
         out = {}
@@ -203,6 +172,40 @@ class Gate(nn.Module):
             except ValueError as err:
                 raise MapsFileError(f"{folder / GATE_WEIGHTS}: {err}") from None
         return gate
+
+
+def fit_gate(
+    sites: Sequence[Site | str],
+    source: Sequence[torch.Tensor],
+    control: Sequence[torch.Tensor],
+    source_heldout: Sequence[torch.Tensor],
+    control_heldout: Sequence[torch.Tensor],
+    k: int = 5,
+    l2: float = 1.0,
+    threshold: float = THRESHOLD,
+    weak: str = "steer",
+    info: dict[str, Any] | None = None,
+) -> Gate:
+    """A gate with one probe per site (see :func:`lineas.core.probe.fit_probe`) from per-site samples ``(N, D)``.
+
+    A site whose held-out balanced accuracy is below ``threshold`` gets the state ``weak``: ``"steer"`` (gate 1,
+    steered as without a gate) or ``"off"`` (gate 0, not steered).
+    """
+    if weak not in ("steer", "off"):
+        raise ConfigError(f"weak_sites={weak!r}: choose steer (gate 1) or off (gate 0)")
+    if min(len(t) for t in (*source_heldout, *control_heldout)) < 2:
+        raise ConfigError("the gate's held-out check needs at least 2 source and 2 control prompts")
+    dims = [t.shape[1] for t in source]
+    k = min(k, len(source[0]) + len(control[0]), *dims)
+    gate = Gate(sites, dims, k, {**(info or {}), "l2": l2, "threshold": threshold, "weak_sites": weak})
+    for i in range(len(dims)):
+        probe, accuracy = fit_probe(source[i], control[i], source_heldout[i], control_heldout[i], k, l2)
+        gate.accuracy[i] = accuracy
+        if accuracy >= threshold:
+            gate.set_probe(i, *probe)
+        else:
+            gate.states[i] = weak
+    return gate
 
 
 def has_gate(folder: str | Path) -> bool:
