@@ -2,13 +2,13 @@
 
 Fits a per-token gate for a maps folder after the fact (post hoc DSAS): per site, a logistic probe on a few
 principal directions of the base model's activations, the maps' source prompts against a neutral control set,
-split into fit and held-out parts as the maps' fit split them (:class:`lineas.datamodules.PromptPairDataModule`,
-same ``seed`` and ``num_fit``). The functions: :mod:`lineas.tasks.gate`; settings:
+split into fit and held-out parts as the maps' fit split them (:func:`lineas.datamodules.split_prompts`, same
+``seed`` and ``num_fit``). The functions: :mod:`lineas.tasks.gate`; settings:
 :class:`lineas.tasks.configs.GateConfig`.
 """
 
 from lineas.cli.main import hydra_entry
-from lineas.datamodules import PromptPairDataModule
+from lineas.datamodules import split_prompts
 from lineas.tasks.configs import GateConfig
 from lineas.tasks.gate import fit_posthoc, mean_gate, run_gate
 
@@ -16,8 +16,8 @@ __all__ = ["fit_posthoc", "mean_gate", "run_gate"]
 
 
 def run(cfg: GateConfig) -> None:
-    data = PromptPairDataModule(cfg.source, cfg.control, num_fit=cfg.num_fit, seed=cfg.seed, text_field=cfg.text_field)
-    run_gate(cfg, {"source": data.prompts["source"], "control": data.prompts["target"]})
+    split = dict(num_fit=cfg.num_fit, seed=cfg.seed, text_field=cfg.text_field)
+    run_gate(cfg, {side: split_prompts(getattr(cfg, side), side=side, **split) for side in ("source", "control")})
 
 
 main = hydra_entry("gate", run)

@@ -24,7 +24,7 @@ from torch import nn
 
 from lineas.core.errors import ConfigError, MapsFileError
 from lineas.core.files import GATE_CONFIG, GATE_WEIGHTS
-from lineas.core.probe import fit_probe
+from lineas.core.probe import balanced_accuracy, fit_probe
 from lineas.core.sites import Site
 
 FORMAT = "lineas-gate/1"
@@ -104,6 +104,41 @@ class Gate(nn.Module):
             yield self._record
         finally:
             self._record = None
+
+    def fit_(
+        self,
+        source: Sequence[torch.Tensor],
+        control: Sequence[torch.Tensor],
+        source_heldout: Sequence[torch.Tensor],
+        control_heldout: Sequence[torch.Tensor],
+        l2: float = 1.0,
+        threshold: float = THRESHOLD,
+        weak: str = "steer",
+    ) -> Gate:
+        """Fit every site's probe (:func:`lineas.core.probe.fit_probe`) on per-site samples ``(N, D)`` of source
+        and control; a site whose held-out balanced accuracy is below ``threshold`` gets the state ``weak``:
+        ``"steer"`` (gate 1, steered as without a gate) or ``"off"`` (gate 0, not steered). Returns the gate."""
+        if weak not in ("steer", "off"):
+            raise ConfigError(f"weak_sites={weak!r}: choose steer (gate 1) or off (gate 0)")
+        if min(len(t) for t in (*source_heldout, *control_heldout)) < 2:
+            raise ConfigError("the gate's held-out check needs at least 2 source and 2 control prompts")
+        if len(source[0]) + len(control[0]) < self.k:
+            raise ConfigError(f"a gate of {self.k} components needs at least {self.k} fit prompts")
+        self.info.update(l2=l2, threshold=threshold, weak_sites=weak)
+        for i in range(len(self.sites)):
+            probe, accuracy = fit_probe(source[i], control[i], source_heldout[i], control_heldout[i], self.k, l2)
+            self.accuracy[i] = accuracy
+            if accuracy >= threshold:
+                self.set_probe(i, *probe)
+            else:
+                self.states[i] = weak
+        return self
+
+    @torch.no_grad()
+    def heldout_accuracy(self, i: int, source: torch.Tensor, control: torch.Tensor) -> float:
+        """Balanced accuracy of site ``i``'s probe as it stands on samples ``(N, D)`` of source and control."""
+        logits = self.logits(i, torch.cat([source, control]).to(self.weight[i].device)).squeeze(-1)
+        return balanced_accuracy(logits.cpu(), torch.cat([torch.ones(len(source)), torch.zeros(len(control))]))
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
         out = {}
@@ -186,26 +221,12 @@ def fit_gate(
     weak: str = "steer",
     info: dict[str, Any] | None = None,
 ) -> Gate:
-    """A gate with one probe per site (see :func:`lineas.core.probe.fit_probe`) from per-site samples ``(N, D)``.
-
-    A site whose held-out balanced accuracy is below ``threshold`` gets the state ``weak``: ``"steer"`` (gate 1,
-    steered as without a gate) or ``"off"`` (gate 0, not steered).
-    """
-    if weak not in ("steer", "off"):
-        raise ConfigError(f"weak_sites={weak!r}: choose steer (gate 1) or off (gate 0)")
-    if min(len(t) for t in (*source_heldout, *control_heldout)) < 2:
-        raise ConfigError("the gate's held-out check needs at least 2 source and 2 control prompts")
+    """A gate with one probe per site from per-site samples ``(N, D)`` (see :meth:`Gate.fit_`); ``k`` is capped
+    by the number of fit samples and the dimensions."""
     dims = [t.shape[1] for t in source]
     k = min(k, len(source[0]) + len(control[0]), *dims)
-    gate = Gate(sites, dims, k, {**(info or {}), "l2": l2, "threshold": threshold, "weak_sites": weak})
-    for i in range(len(dims)):
-        probe, accuracy = fit_probe(source[i], control[i], source_heldout[i], control_heldout[i], k, l2)
-        gate.accuracy[i] = accuracy
-        if accuracy >= threshold:
-            gate.set_probe(i, *probe)
-        else:
-            gate.states[i] = weak
-    return gate
+    gate = Gate(sites, dims, k, info)
+    return gate.fit_(source, control, source_heldout, control_heldout, l2, threshold, weak)
 
 
 def has_gate(folder: str | Path) -> bool:

@@ -49,7 +49,7 @@ def balanced_accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
     """Mean over the two classes of the share of samples on their side of 0."""
     pred = logits > 0
     y = y.bool()
-    return 0.5 * (float(pred[y].float().mean()) + float((~pred[~y]).float().mean()))
+    return 0.5 * (float(pred[y].double().mean()) + float((~pred[~y]).double().mean()))
 
 
 def fit_probe(
