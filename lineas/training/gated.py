@@ -84,9 +84,8 @@ class GatedLinEASModule(LinEASModule):
             self.weak_sites,
         )
         self._control_base = base["control", "fit"]
-        self._control_var = [
-            v.var(0, unbiased=False).clamp_min(1e-6 * v.var(0).mean() + 1e-12) for v in base["control", "fit"]
-        ]
+        var = [v.var(0, unbiased=False) for v in base["control", "fit"]]
+        self._control_var = [v.clamp_min(1e-6 * v.mean().item() + 1e-12) for v in var]  # no division by ~0
         self._heldout = {"source": base["source", "heldout"], "control": base["control", "heldout"]}
         self._control_batches = [move_data_to_device(b, self.device) for b in self._batches(self.control["fit"])]
 
