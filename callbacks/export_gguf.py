@@ -20,6 +20,12 @@ class ExportGGUF(L.Callback):
         if not trainer.is_global_zero:
             return
         maps = pl_module.fitted_maps()
+        if maps.gated:
+            rank_zero_info(
+                "GGUF: skipped, the maps carry a per-token gate (live only); python -m lineas.export "
+                "maps=OUTPUT/maps ungated=true exports them without it"
+            )
+            return
         if maps.clipped:
             rank_zero_info("GGUF: skipped, the maps are clipped (live only)")
             return

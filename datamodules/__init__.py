@@ -2,6 +2,6 @@
 
 from lineas.core.errors import PromptFileError
 from lineas.core.prompts import read_prompts
-from lineas.datamodules.prompt_pair import PromptPairDataModule
+from lineas.datamodules.prompt_pair import PromptPairDataModule, split_prompts
 
-__all__ = ["PromptFileError", "PromptPairDataModule", "read_prompts"]
+__all__ = ["PromptFileError", "PromptPairDataModule", "read_prompts", "split_prompts"]

@@ -19,6 +19,31 @@ from lineas.core.prompts import read_prompts
 Split = Literal["fit", "heldout"]
 
 
+def split_prompts(
+    src: str | Path | list[str],
+    num_fit: int | None = None,
+    heldout_fraction: float = 0.25,
+    seed: int = 0,
+    text_field: str = "text",
+    side: str = "prompt",
+) -> dict[Split, list[str]]:
+    """``{"fit": ..., "heldout": ...}``: the prompts of ``src`` shuffled with ``seed``, the first ``num_fit``
+    (default: all but a ``heldout_fraction``) to fit, the rest held out; ``side`` names them in errors."""
+    if not isinstance(src, (str, Path, list, tuple)):
+        raise ConfigError(f"{side}={src!r}: give a prompt file (.txt, .jsonl, .csv) or a list of prompts")
+    prompts = list(src) if isinstance(src, (list, tuple)) else read_prompts(src, text_field)
+    random.Random(seed).shuffle(prompts)
+    n_fit = num_fit if num_fit is not None else len(prompts) - round(heldout_fraction * len(prompts))
+    fit, held = prompts[:n_fit], prompts[n_fit:]
+    if len(fit) < 2 or len(held) == 1:
+        raise PromptFileError(
+            f"{side} prompts ({src if not isinstance(src, list) else 'list'}): {len(prompts)} "
+            f"prompts give {len(fit)} to fit and {len(held)} held out; each part needs at least 2 "
+            "(held out may be 0). Add prompts or change num_fit / heldout_fraction."
+        )
+    return {"fit": fit, "heldout": held}
+
+
 class PromptStream(Sampler[int]):
     """Positions ``first`` .. ``last-1`` of an endless stream of permutations of ``n`` prompts drawn by one
     generator seeded with ``seed`` (the order of torch's ``RandomSampler`` with ``num_samples`` beyond ``n``).
@@ -90,19 +115,7 @@ class PromptPairDataModule(L.LightningDataModule):
         self.seed = seed
         self.prompts: dict[str, dict[Split, list[str]]] = {}
         for side, src in (("source", source), ("target", target)):
-            if not isinstance(src, (str, Path, list, tuple)):
-                raise ConfigError(f"{side}={src!r}: give a prompt file (.txt, .jsonl, .csv) or a list of prompts")
-            prompts = list(src) if isinstance(src, (list, tuple)) else read_prompts(src, text_field)
-            random.Random(seed).shuffle(prompts)
-            n_fit = num_fit if num_fit is not None else len(prompts) - round(heldout_fraction * len(prompts))
-            fit, held = prompts[:n_fit], prompts[n_fit:]
-            if len(fit) < 2 or len(held) == 1:
-                raise PromptFileError(
-                    f"{side} prompts ({src if not isinstance(src, list) else 'list'}): {len(prompts)} "
-                    f"prompts give {len(fit)} to fit and {len(held)} held out; each part needs at least 2 "
-                    "(held out may be 0). Add prompts or change num_fit / heldout_fraction."
-                )
-            self.prompts[side] = {"fit": fit, "heldout": held}
+            self.prompts[side] = split_prompts(src, num_fit, heldout_fraction, seed, text_field, side)
         if not self.has_heldout and (num_fit is not None or heldout_fraction > 0):
             warnings.warn(
                 "no held-out prompts (num_fit takes them all): val/w2 and heldout_w2 are not measured", stacklevel=2

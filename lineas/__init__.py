@@ -10,7 +10,7 @@ Notebook use, no Hydra needed::
     maps.save("my_maps"); maps = lineas.load_maps("my_maps")
 
 The names below load on first use: ``import lineas`` alone imports neither torch nor Lightning.
-Layers (imports point down only): entry points ``lineas.train|export|generate|evaluate|compare`` ->
+Layers (imports point down only): entry points ``lineas.train|export|generate|evaluate|compare|gate`` ->
 ``lineas.cli`` (Hydra) -> ``lineas.training`` (Lightning) -> ``lineas.callbacks`` -> ``lineas.datamodules``
 -> ``lineas.tasks`` -> ``lineas.metrics`` -> ``lineas.models`` -> ``lineas.core`` (torch only).
 """
@@ -25,6 +25,8 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "AffineMaps": "lineas.core.maps",
     "load_maps": "lineas.core.maps",
+    "Gate": "lineas.core.gate",
+    "fit_gate": "lineas.core.gate",
     "Site": "lineas.core.sites",
     "attach": "lineas.core.hooks",
     "pool": "lineas.core.loss",

@@ -15,7 +15,7 @@ __all__ = ["export", "export_gguf"]
 
 
 def run(cfg: ExportConfig) -> None:
-    common = dict(strength=cfg.strength, model=cfg.model, overwrite=cfg.overwrite)
+    common = dict(strength=cfg.strength, model=cfg.model, overwrite=cfg.overwrite, ungated=cfg.ungated)
     if cfg.format == "gguf":
         out = export_gguf(cfg.maps, cfg.output_dir, tensor_type=cfg.tensor_type, **common)
         print(f"merged GGUF: {out / 'model.gguf'}")

@@ -16,6 +16,8 @@ from lineas.core.errors import OutputExistsError
 
 MAPS_WEIGHTS = "maps.safetensors"  # a maps folder: the tensors ...
 MAPS_CONFIG = "lineas.json"  # ... and what they are
+GATE_WEIGHTS = "gate.safetensors"  # beside the maps, optional: a per-token gate (lineas.core.gate) ...
+GATE_CONFIG = "gate.json"  # ... and how it was fitted
 MERGE_RECORD = "lineas_merge.json"  # in a merged checkpoint: which maps at which strength
 PIPELINE_SETTINGS = "lineas_pipeline.json"  # in a pipeline folder: the call settings lineas uses by default
 

@@ -17,6 +17,7 @@ from lineas.core.errors import MapsFileError
 from lineas.core.files import MAPS_CONFIG as CONFIG
 from lineas.core.files import MAPS_WEIGHTS as WEIGHTS
 from lineas.core.files import atomic_dir
+from lineas.core.gate import Gate, has_gate
 from lineas.core.hooks import attach, channel_dim
 from lineas.core.sites import Site
 
@@ -43,6 +44,9 @@ class AffineMaps(nn.Module):
     ``lo < z < hi`` and passes every other value unchanged. On a 4-D feature map the rule is decided on each
     channel's spatial mean ``m``, and ``T(m) - m`` is added to every pixel. A clipped map is piecewise, so it
     works live (:meth:`apply`) but does not fold into weights.
+
+    A :class:`~lineas.core.gate.Gate` in ``gate`` scales the strength per token: ``z + lam*g(z)*(T(z) - z)``,
+    ``g`` computed on the site's output before its map. It depends on the input: gated maps are live only too.
     """
 
     def __init__(
@@ -60,6 +64,7 @@ class AffineMaps(nn.Module):
         self.beta = nn.ParameterList([nn.Parameter(torch.zeros(d)) for d in dims])
         self.bounds: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * len(dims)
         self.strength = strength
+        self.gate: Gate | None = None
         reserved = set(info or {}) & RESERVED
         if reserved:
             raise ValueError(f"info keys {sorted(reserved)} are reserved for the maps file itself")
@@ -81,6 +86,11 @@ class AffineMaps(nn.Module):
     def clipped(self) -> bool:
         """Whether any site's map is clipped to bounds (live only, not mergeable)."""
         return any(b is not None for b in self.bounds)
+
+    @property
+    def gated(self) -> bool:
+        """Whether a per-token gate scales the strength (live only, not mergeable)."""
+        return self.gate is not None
 
     def clip_(self, i: int, lo: torch.Tensor, hi: torch.Tensor) -> None:
         """Restrict site ``i``'s map to values strictly inside ``(lo, hi)`` (each of shape ``(D,)``)."""
@@ -107,14 +117,21 @@ class AffineMaps(nn.Module):
                 f"outputs {t.shape[channel_dim(t)]}; were the maps fitted on another model?"
             )
         w, b = (c.to(t.device).view(shape) for c in self.coefficients(i))
-        if self.bounds[i] is None:
+        g = self.gate.value(i, t, channel_dim(t)) if self.gate is not None else None
+        if self.bounds[i] is None and g is None:
             return torch.addcmul(b, t, w)  # one fused kernel; promotes a low-precision t to float32
         z = t.float()
+        if self.bounds[i] is None:
+            return z + g * torch.addcmul(b, z, w - 1)
         lo, hi = (c.to(t.device).view(shape) for c in self.bounds[i])
         if t.ndim == 4:
             m = z.mean((2, 3), keepdim=True)
-            return z + torch.where((lo < m) & (m < hi), (w - 1) * m + b, 0.0)
-        return torch.where((lo < z) & (z < hi), z * w + b, z)
+            step = torch.where((lo < m) & (m < hi), (w - 1) * m + b, 0.0)
+            return z + step if g is None else z + g * step
+        inside = (lo < z) & (z < hi)
+        if g is None:
+            return torch.where(inside, z * w + b, z)
+        return z + g * torch.where(inside, z * (w - 1) + b, 0.0)
 
     @contextmanager
     def at_strength(self, strength: float | None) -> Iterator[AffineMaps]:
@@ -169,11 +186,13 @@ class AffineMaps(nn.Module):
         with atomic_dir(path, overwrite=overwrite) as tmp:
             save_file(self.state_tensors(), tmp / WEIGHTS)
             (tmp / CONFIG).write_text(json.dumps(meta, indent=2) + "\n")
+            if self.gate is not None:
+                self.gate.save_into(tmp)
         return Path(path)
 
     @classmethod
-    def load(cls, path: str | Path) -> AffineMaps:
-        """Read a maps folder written by :meth:`save`."""
+    def load(cls, path: str | Path, gate: bool = True) -> AffineMaps:
+        """Read a maps folder written by :meth:`save`, with its gate if it holds one (and ``gate``)."""
         path = Path(path)
         for name in (CONFIG, WEIGHTS):
             if not (path / name).is_file():
@@ -218,6 +237,8 @@ class AffineMaps(nn.Module):
                     maps.clip_(i, lo, hi)
                 except ValueError as err:
                     raise MapsFileError(f"{path / WEIGHTS}: {err}") from None
+        if gate and has_gate(path):
+            maps.gate = Gate.load(path, maps.sites, dims)
         return maps
 
 
@@ -242,9 +263,9 @@ def _read_sites(meta: dict[str, Any], where: Path) -> tuple[list[str], list[int]
     return sites, dims, float(strength)
 
 
-def load_maps(path: str | Path) -> AffineMaps:
-    """Read a maps folder (``maps.safetensors`` + ``lineas.json``)."""
-    return AffineMaps.load(path)
+def load_maps(path: str | Path, gate: bool = True) -> AffineMaps:
+    """Read a maps folder (``maps.safetensors`` + ``lineas.json``; ``gate.*`` too unless ``gate=False``)."""
+    return AffineMaps.load(path, gate)
 
 
 def _versions() -> dict[str, str]:

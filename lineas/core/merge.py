@@ -96,7 +96,14 @@ def _is_rmsnorm(m: nn.Module) -> bool:
 
 
 def check_unclipped(maps: AffineMaps) -> None:
-    """Refuse clipped maps: a map applied only inside bounds is piecewise and folds into no weight."""
+    """Refuse clipped or gated maps: a map applied only inside bounds is piecewise, and a per-token gate
+    depends on the input; neither folds into a weight."""
+    if maps.gated:
+        raise MergeError(
+            "these maps carry a per-token gate (gate.safetensors): it depends on the input, so it folds into no "
+            "weight. Use them live (generate / evaluate / compare maps=DIR), or export the ungated maps: "
+            "ungated=true (Python: load_maps(DIR, gate=False)) or a copy of DIR without gate.safetensors, gate.json."
+        )
     if maps.clipped:
         raise MergeError(
             "these maps are clipped to the source's range (Linear-AcT's support clip): a piecewise map cannot "

@@ -37,7 +37,7 @@ def describe(maps: AffineMaps) -> dict[str, Any]:
         f"{name}, {'clipped' if maps.clipped else 'unclipped'}"
         if name != "LinEAS"
         else (f"LinEAS, support {100 * support / total:.1f}%")
-    )
+    ) + (f", {maps.gate.info.get('fit', 'gated').replace('_', ' ')} gate" if maps.gated else "")
     return {
         "label": label,
         "estimator": maps.info.get("estimator", "lineas"),

@@ -84,6 +84,7 @@ class ExportConfig:
     dtype: Optional[str] = None  # transformers: default float32; bfloat16 / float16 halve the folder
     format: str = "transformers"  # or gguf: OUT/model.gguf for llama.cpp (Llama-family models)
     tensor_type: str = "f32"  # gguf: the type of the tensors the merge writes (f32, f16, q8_0)
+    ungated: bool = False  # a gated maps folder: export its maps without the gate (a gate cannot be merged)
 
 
 @dataclass
@@ -144,3 +145,27 @@ class CompareConfig(EvalSettings):
     strengths: list[float] = field(default_factory=lambda: [0.25, 0.5, 0.75, 1.0])  # the base model once
     output_dir: str = MISSING
     overwrite: bool = False  # replace an output_dir that lineas wrote
+
+
+@dataclass
+class GateConfig:
+    """``python -m lineas.gate``: fit a per-token gate for ``maps`` (post hoc DSAS), or measure the one it has."""
+
+    maps: str = MISSING
+    output_dir: Optional[str] = None  # the gated maps folder; default: the maps folder itself (gate added)
+    source: str = "${lineas_data:toxicity/toxic.txt}"  # the maps' source prompts (split as their fit split them)
+    control: str = "${lineas_data:neutral/control.txt}"  # neutral sentences of several kinds (72)
+    text_field: str = "text"
+    num_fit: int = 32  # per side; the rest is held out (the probe's accuracy is measured there)
+    seed: int = 0  # the shuffle of both sides before the split (the maps' fit: its seed)
+    components: int = 5  # principal directions per site
+    l2: float = 1.0  # logistic regression penalty on the probe weights (scikit-learn C = 1 / l2)
+    threshold: float = 0.75  # held-out balanced accuracy a site's probe needs to gate it
+    weak_sites: str = "steer"  # sites below the threshold: steer (gate 1) or off (gate 0)
+    pooling: str = "mean"  # per prompt (mean) or per token (token) samples for the probe
+    fit: bool = True  # false: measure the gate the maps folder already holds
+    measure: list[str] = field(default_factory=list)  # .txt files, or a generations.jsonl (its continuations)
+    method: Optional[str] = None  # generations.jsonl of lineas.compare: the rows of this method only
+    strength: float = 1.0  # the maps' strength while measuring (and the generations' rows to measure)
+    dtype: str = "float32"
+    max_length: int = 64

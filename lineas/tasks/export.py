@@ -34,11 +34,14 @@ def export(
     model: str | None = None,
     overwrite: bool = False,
     dtype: str | None = None,
+    ungated: bool = False,
 ) -> Path:
-    """Fold ``maps`` at ``strength`` into their base model (or ``model``) and save it to ``output_dir``."""
+    """Fold ``maps`` at ``strength`` into their base model (or ``model``) and save it to ``output_dir``.
+
+    A maps folder with a per-token gate is refused unless ``ungated`` (its maps are then exported without it)."""
     output_dir, strength = Path(output_dir), check_strength(strength)
     with export_output(output_dir, maps, overwrite) as out:
-        maps, spec = mergeable(maps, model)
+        maps, spec = mergeable(maps, model, ungated)
         base, weights, save = _load_base(spec, is_pipeline(spec, maps.info.get("model_type")))
         check_fitted_on(maps.info, base, spec)
         plan = merge_(base, maps, fold_rules(base), strength)
@@ -64,9 +67,9 @@ def export_output(output_dir: Path, maps: str | Path | AffineMaps, overwrite: bo
     return Output(output_dir, "export", overwrite=overwrite, reads=reads)
 
 
-def mergeable(maps: str | Path | AffineMaps, model: str | None) -> tuple[AffineMaps, str]:
-    """The maps (read, and refused if clipped) and their base model's spec."""
-    maps = maps if isinstance(maps, AffineMaps) else load_maps(maps)
+def mergeable(maps: str | Path | AffineMaps, model: str | None, ungated: bool = False) -> tuple[AffineMaps, str]:
+    """The maps (read without their gate if ``ungated``; refused if clipped or gated) and their base model's spec."""
+    maps = maps if isinstance(maps, AffineMaps) else load_maps(maps, gate=not ungated)
     check_unclipped(maps)
     spec = model or maps.info.get("base_model")
     if spec is None:

@@ -95,14 +95,17 @@ def export_gguf(
     model: str | None = None,
     overwrite: bool = False,
     tensor_type: str = "f32",
+    ungated: bool = False,
 ) -> Path:
-    """Fold ``maps`` at ``strength`` into their base model and write ``output_dir/model.gguf`` (and the record)."""
+    """Fold ``maps`` at ``strength`` into their base model and write ``output_dir/model.gguf`` (and the record).
+
+    A maps folder with a per-token gate is refused unless ``ungated`` (its maps are then exported without it)."""
     output_dir, strength = Path(output_dir), check_strength(strength)
     if tensor_type not in TENSOR_TYPES:
         raise MergeError(f"tensor_type {tensor_type!r}: choose one of {', '.join(TENSOR_TYPES)}")
     claim = export_output(output_dir, maps, overwrite)
     claim.check()  # refused before any model loads
-    maps, spec = mergeable(maps, model)
+    maps, spec = mergeable(maps, model, ungated)
     base, tokenizer = load_causal_lm(spec, torch.float32)
     check_fitted_on(maps.info, base, spec)
     if base.config.model_type != "llama":

@@ -124,3 +124,11 @@ def test_tiny_recipe_trains_draws_a_grid_and_exports(recipe, tmp_path, monkeypat
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert Image.open(tmp_path / "g.png").size == (2 * 34 + 2, 2 * 34 + 2)
+
+
+def test_gated_recipe_fits_maps_and_gate_together_and_exports_nothing(tmp_path):
+    cfg = compose_cfg("recipe=toxicity_smollm2_gated", f"output_dir={tmp_path}")
+    assert cfg.module._target_ == "lineas.training.gated.GatedLinEASModule"
+    assert cfg.module.control.endswith("neutral/control.txt") and cfg.module.threshold == 0.75
+    assert cfg.callbacks.export_merged is None and cfg.callbacks.export_gguf is None  # a gate does not merge
+    assert cfg.callbacks.evaluate is not None and cfg.module.sites == "mlp_out"  # the default recipe's fit
