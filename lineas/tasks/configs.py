@@ -4,7 +4,7 @@ entry points (so a key that does not exist, or a value of the wrong type, is ref
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional
 
 MISSING = "???"  # omegaconf's marker of a required value
 
@@ -102,3 +102,22 @@ class CompareConfig(EvalSettings):
     model: Optional[str] = None
     strengths: list[float] = field(default_factory=lambda: [0.25, 0.5, 0.75, 1.0])  # the base model once
     output_dir: str = MISSING
+
+
+@dataclass
+class DemoConfig:
+    """``python -m lineas.demo``: a local page with one strength slider per maps folder (or a model alone)."""
+
+    maps: Optional[Any] = None  # a maps folder, or a list of folders fitted on one base model
+    model: Optional[str] = None  # with maps: replaces their base model; alone: this model as it is
+    strength: float = 1.0  # every slider's starting value
+    prompt: str = ""  # the prompt box's starting text
+    export_dir: str = "demo_export"  # the export box's starting folder
+    host: str = "127.0.0.1"  # another address serves the page beyond this machine (a warning says so)
+    port: Optional[int] = None  # None: Gradio's (7860, or the next free port)
+    sampling: Sampling = field(default_factory=lambda: Sampling(max_new_tokens=48))
+    seed: int = 0  # images: the initial noise
+    pipeline: PipelineCall = field(default_factory=PipelineCall)
+    dtype: str = "float32"
+    device: Optional[str] = None  # default: cuda if available, else cpu
+    threads: Optional[int] = None  # torch.set_num_threads
