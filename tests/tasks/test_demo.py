@@ -102,6 +102,7 @@ def test_several_folders_compose_as_applying_each_in_turn(page, plain, folders):
     assert swapped != by_hand
 
 
+@pytest.mark.slow  # two merged folders and a GGUF file: ~25 s of CPU
 def test_export_writes_a_checkpoint_plain_transformers_loads(page, plain, folders, tmp_path):
     model, tokenizer = plain
     out = tmp_path / "exported"
@@ -160,6 +161,7 @@ def test_bind_warning():
     assert "0.0.0.0" in bind_warning("0.0.0.0")
 
 
+@pytest.mark.slow  # seven pipeline calls and a second page: ~15 s of CPU
 def test_image_page_matches_the_pipeline_steered_by_hand(tmp_path):
     from lineas.tasks.images import render_rows
 
