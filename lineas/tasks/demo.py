@@ -204,7 +204,7 @@ def build_app(demo: Demo, cfg: DemoConfig) -> Any:
     folders = demo.stack.folders if demo.stack is not None else []
     kind = "images" if demo.images else "text"
     with gr.Blocks(title="lineas", analytics_enabled=False) as app:
-        what = f"{len(folders)} maps folder(s)" if folders else f"the {demo.label} model as it is"
+        what = f"{len(folders)} maps folder{'s' * (len(folders) > 1)}" if folders else "no maps (the model as it is)"
         gr.Markdown(f"## lineas: {kind} from `{demo.spec}` with {what}")
         prompt = gr.Textbox(label="Prompt", value=cfg.prompt, lines=2, elem_id="prompt")
         sliders = [
