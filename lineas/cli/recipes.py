@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 
 from lineas.core.errors import ConfigError
 from lineas.core.files import data_path
-from lineas.tasks.configs import CompareConfig, EvaluateConfig, ExportConfig, GateConfig, GenerateConfig
+from lineas.tasks.configs import CompareConfig, DemoConfig, EvaluateConfig, ExportConfig, GateConfig, GenerateConfig
 
 USER_PREFIX = "file_"
 SCHEMAS = {
@@ -20,6 +20,7 @@ SCHEMAS = {
     "evaluate": EvaluateConfig,
     "compare": CompareConfig,
     "gate": GateConfig,
+    "demo": DemoConfig,
 }
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 from lineas.core.errors import ConfigError
 
@@ -169,3 +169,22 @@ class GateConfig:
     strength: float = 1.0  # the maps' strength while measuring (and the generations' rows to measure)
     dtype: str = "float32"
     max_length: int = 64
+
+
+@dataclass
+class DemoConfig:
+    """``python -m lineas.demo``: a local page with one strength slider per maps folder (or a model alone)."""
+
+    maps: Optional[Any] = None  # a maps folder, or a list of folders fitted on one base model
+    model: Optional[str] = None  # with maps: replaces their base model; alone: this model as it is
+    strength: float = 1.0  # every slider's starting value
+    prompt: str = ""  # the prompt box's starting text
+    export_dir: str = "demo_export"  # the export box's starting folder
+    host: str = "127.0.0.1"  # another address serves the page beyond this machine (a warning says so)
+    port: Optional[int] = None  # None: Gradio's (7860, or the next free port)
+    sampling: Sampling = field(default_factory=lambda: Sampling(max_new_tokens=48))
+    seed: int = 0  # images: the initial noise
+    pipeline: PipelineCall = field(default_factory=PipelineCall)
+    dtype: str = "float32"
+    device: Optional[str] = None  # default: cuda if available, else cpu
+    threads: Optional[int] = None  # torch.set_num_threads
