@@ -11,10 +11,16 @@ from omegaconf import OmegaConf
 
 from lineas.core.errors import ConfigError
 from lineas.core.files import data_path
-from lineas.tasks.configs import CompareConfig, EvaluateConfig, ExportConfig, GenerateConfig
+from lineas.tasks.configs import CompareConfig, ComposeConfig, EvaluateConfig, ExportConfig, GenerateConfig
 
 USER_PREFIX = "file_"
-SCHEMAS = {"export": ExportConfig, "generate": GenerateConfig, "evaluate": EvaluateConfig, "compare": CompareConfig}
+SCHEMAS = {
+    "export": ExportConfig,
+    "generate": GenerateConfig,
+    "evaluate": EvaluateConfig,
+    "compare": CompareConfig,
+    "compose": ComposeConfig,
+}
 
 
 def recipe_names() -> list[str]:

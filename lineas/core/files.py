@@ -18,6 +18,7 @@ MAPS_WEIGHTS = "maps.safetensors"  # a maps folder: the tensors ...
 MAPS_CONFIG = "lineas.json"  # ... and what they are
 MERGE_RECORD = "lineas_merge.json"  # in a merged checkpoint: which maps at which strength
 PIPELINE_SETTINGS = "lineas_pipeline.json"  # in a pipeline folder: the call settings lineas uses by default
+GATE_FILES = ("gate.json", "gate.safetensors")  # in a maps folder, optionally: a per-token gate of the strength
 
 
 def data_path(rel: str) -> str:

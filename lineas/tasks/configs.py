@@ -48,6 +48,16 @@ class ExportConfig:
 
 
 @dataclass
+class ComposeConfig:
+    """``python -m lineas.compose``: ``maps[0]`` at ``strengths[0]``, then ``maps[1]`` ..., as one maps folder."""
+
+    maps: list[str] = MISSING
+    strengths: Optional[list[float]] = None  # one per maps folder; default: 1 each
+    output_dir: str = MISSING
+    overwrite: bool = False
+
+
+@dataclass
 class GenerateConfig:
     """``python -m lineas.generate``: continuations (or images) at each strength, side by side."""
 
