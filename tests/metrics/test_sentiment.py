@@ -69,3 +69,21 @@ def test_missing_package_is_one_clear_error(monkeypatch):
     with pytest.raises(ModelSourceError, match="pip install vaderSentiment"):
         vader.compound("good")
     vader.analyzer.cache_clear()
+
+
+def test_shipped_sentiment_sets():
+    """The fit sets lean the way they are named by VADER's reckoning; prompt sets are disjoint from each other and
+    from the fit sentences."""
+    from lineas.core.files import data_path
+    from lineas.core.prompts import read_prompts
+
+    sets = {
+        name: read_prompts(data_path(f"sentiment/{name}.txt"))
+        for name in ("negative", "positive", "prompts_dev", "prompts")
+    }
+    assert len(sets["negative"]) >= 40 and len(sets["positive"]) >= 40
+    assert (vader.compound(sets["negative"]) < 0).all() and (vader.compound(sets["positive"]) > 0.05).all()
+    fit = sets["negative"] + sets["positive"]
+    prompts = sets["prompts_dev"] + sets["prompts"]
+    assert len(set(prompts)) == len(prompts)
+    assert not [p for p in prompts if any(s.startswith(p) for s in fit)]
