@@ -91,3 +91,13 @@ def test_sentiment_recipe_names_its_scorer_data_and_prompts(tmp_path):
     assert (
         instantiate(compose_cfg("recipe=toxicity_smollm2", f"output_dir={tmp_path}").callbacks.evaluate).scorer is None
     )
+
+
+def test_joint_recipe_fits_both_concepts_and_scores_both(tmp_path):
+    cfg = compose_cfg("recipe=joint_smollm2", f"output_dir={tmp_path}")
+    data = instantiate(cfg.data)
+    assert (
+        data.concepts == 2 and len(data.prompts["source"]["fit"]) == len(data.others[0].prompts["source"]["fit"]) == 32
+    )
+    scorers = instantiate(cfg.callbacks.evaluate).scorer
+    assert [type(s) for s in scorers] == [Toxicity, Sentiment]
