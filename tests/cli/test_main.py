@@ -12,6 +12,7 @@ CASES = {
     "generate": (["model=tiny:llama", "prompts=no_such_prompts.txt"], "prompt file no_such_prompts.txt does not exist"),
     "evaluate": (["maps=no_such_maps"], "no_such_maps: no lineas.json"),
     "compare": (["maps=[no_such_maps]", "output_dir=OUT"], "no_such_maps: no lineas.json"),
+    "compose": (["maps=[no_such_maps]", "output_dir=OUT"], "no_such_maps: no lineas.json"),
 }
 
 

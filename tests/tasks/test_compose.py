@@ -11,6 +11,7 @@ from transformers import AutoModelForCausalLM
 import lineas
 from lineas.core.maps import load_maps
 from lineas.tasks.export import export
+from lineas.tasks.gguf import export_gguf
 from tests.helpers import random_maps_for, run_cli
 
 PROMPTS = ["Hello there, how are you today?", "Shut up", "The weather is lovely and the sun is out."]
@@ -58,6 +59,12 @@ def test_composed_folder_applies_live_and_merges(tiny_llama, two_folders, tmp_pa
     with torch.no_grad():
         folded = merged(**batch).logits
     assert (folded - stacked).abs().max() <= 1e-4
+    gguf = export_gguf(tmp_path / "ab", tmp_path / "gguf")  # read back by transformers' own GGUF loader
+    back = AutoModelForCausalLM.from_pretrained(
+        gguf, gguf_file="model.gguf", dtype=torch.float32, mlp_bias=True, attention_bias=True
+    )
+    with torch.no_grad():
+        assert (back(**batch).logits - stacked).abs().max() <= 1e-4
 
     meta = json.loads((tmp_path / "ab" / "lineas.json").read_text())
     assert meta["strength"] == 1.0 and meta["estimator"] == "composed" and meta["base_model"] == "tiny:llama"
