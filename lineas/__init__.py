@@ -8,9 +8,10 @@ Notebook use, no Hydra needed::
     with maps.apply(model, strength=0.5):
         model.generate(...)
     maps.save("my_maps"); maps = lineas.load_maps("my_maps")
+    lineas.compose(maps=["less_toxic", "more_positive"], strengths=[1.0, 0.5], output_dir="both")
 
 The names below load on first use: ``import lineas`` alone imports neither torch nor Lightning.
-Layers (imports point down only): entry points ``lineas.train|export|generate|evaluate|compare|gate`` ->
+Layers (imports point down only): entry points ``lineas.train|export|generate|evaluate|compare|gate|demo|compose`` ->
 ``lineas.cli`` (Hydra) -> ``lineas.training`` (Lightning) -> ``lineas.callbacks`` -> ``lineas.datamodules``
 -> ``lineas.tasks`` -> ``lineas.metrics`` -> ``lineas.models`` -> ``lineas.core`` (torch only).
 """
@@ -52,6 +53,7 @@ _EXPORTS = {
     "DiffusionPipe": "lineas.models.diffusion",
     "Sampling": "lineas.tasks.configs",
     "export_merged": ("lineas.tasks.export", "export"),
+    "compose": ("lineas.tasks.compose", "compose"),
     "generate_text": ("lineas.tasks.generate", "generate"),
     "LinEASModule": "lineas.training.module",
     "fit": "lineas.training.fit",

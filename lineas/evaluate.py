@@ -1,6 +1,8 @@
 """``python -m lineas.evaluate maps=DIR [strengths=[0,0.5,1]] [key=value ...]``, or ``model=FOLDER`` (merged).
 
-Toxicity of sampled continuations and perplexity of neutral sentences at each strength; writes
+The concept score of sampled continuations (toxicity by default; ``scorer=lineas.metrics.Sentiment`` or any
+:class:`lineas.metrics.ConceptScore`, or a list of them), their fluency and the perplexity of neutral sentences
+at each strength; writes
 ``metrics.json``, ``metrics.png``, ``generations.jsonl`` and TensorBoard scalars. The functions:
 :mod:`lineas.tasks.evaluate`; settings: :class:`lineas.tasks.configs.EvaluateConfig`.
 """

@@ -11,7 +11,7 @@ import pytest
 
 from tests.helpers import ROOT
 
-ENTRY_POINTS = ["train", "export", "generate", "evaluate", "compare", "gate", "demo"]
+ENTRY_POINTS = ["train", "export", "generate", "evaluate", "compare", "gate", "demo", "compose"]
 
 
 def stage_installed_layout(dest: Path) -> Path:

@@ -20,6 +20,7 @@ GATE_WEIGHTS = "gate.safetensors"  # beside the maps, optional: a per-token gate
 GATE_CONFIG = "gate.json"  # ... and how it was fitted
 MERGE_RECORD = "lineas_merge.json"  # in a merged checkpoint: which maps at which strength
 PIPELINE_SETTINGS = "lineas_pipeline.json"  # in a pipeline folder: the call settings lineas uses by default
+GATE_FILES = ("gate.json", "gate.safetensors")  # in a maps folder, optionally: a per-token gate of the strength
 
 
 def data_path(rel: str) -> str:

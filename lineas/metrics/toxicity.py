@@ -17,8 +17,9 @@ globals the file references (the Keras Tokenizer, replaced by an inert stand-in;
 ``defaultdict``; ``int``) and refuses everything else. Its vocabulary is converted once to JSON in the
 lineas cache (``lineas.models.cache.cache_dir()``), keyed by the pickle's SHA-256, and read from there afterwards.
 
-``Toxicity`` is a ``torchmetrics.Metric``: ``update(texts)`` scores a list of strings (CPU, batched, no
-grad) and ``compute()`` gives ``{"mean": mean "toxic" probability, "rate": fraction above threshold}``.
+``Toxicity`` is a concept scorer (:class:`lineas.metrics.concept.ConceptScore`, a ``torchmetrics.Metric``):
+``update(texts)`` scores a list of strings (CPU, batched, no grad) and ``compute()`` gives ``{"mean": mean
+"toxic" probability, "rate": fraction above threshold, "se": standard error of the mean}``.
 """
 
 from __future__ import annotations
@@ -35,11 +36,11 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import torch
-import torchmetrics
 from torch import nn
 
 from lineas.core.errors import ModelSourceError
 from lineas.core.files import write_json
+from lineas.metrics.concept import ConceptScore
 
 LABELS = ("toxic", "severe_toxic", "obscene", "threat", "insult", "identity_hate")
 MAXLEN = 100
@@ -288,43 +289,29 @@ def default_classifier() -> ToxicityClassifier:
 # --------------------------------------------------------------------------- the metric
 
 
-class Toxicity(torchmetrics.Metric):
+class Toxicity(ConceptScore):
     """Mean "toxic" probability and the fraction of texts above ``threshold``, over all ``update`` calls.
 
-    States are sums (reduced with ``sum`` across processes under DDP). The classifier is not a submodule:
-    it stays on the CPU when the metric moves to a GPU and is not saved in the metric's ``state_dict``.
+    The classifier is not a submodule: it stays on the CPU when the metric moves to a GPU and is not saved in
+    the metric's ``state_dict``.
     """
 
-    is_differentiable = False
     higher_is_better = False
-    full_state_update = False
+    name = "toxicity"
+    hit_label = "toxic"
+    score_label = "toxicity"
 
     def __init__(self, threshold: float = 0.5, batch_size: int = 256, label: str = "toxic", **kwargs: Any):
-        super().__init__(**kwargs)
+        super().__init__(threshold, **kwargs)
         if label not in LABELS:
             raise ValueError(f"label must be one of {LABELS}, got {label!r}")
-        self.threshold = float(threshold)
         self.batch_size = int(batch_size)
         self.label = label
-        self.add_state("score_sum", default=torch.tensor(0.0), dist_reduce_fx="sum")
-        self.add_state("score_sq_sum", default=torch.tensor(0.0), dist_reduce_fx="sum")
-        self.add_state("above", default=torch.tensor(0), dist_reduce_fx="sum")
-        self.add_state("total", default=torch.tensor(0), dist_reduce_fx="sum")
 
     def score(self, texts: Sequence[str] | str) -> torch.Tensor:
         """``(N, 6)`` probabilities of all :data:`LABELS` (CPU), without touching the metric's state."""
         return default_classifier().score(texts, batch_size=self.batch_size)
 
-    def update(self, texts: Sequence[str] | str) -> None:
-        probs = self.score(texts)[:, LABELS.index(self.label)]
-        self.score_sum += probs.sum().to(self.score_sum)
-        self.score_sq_sum += probs.pow(2).sum().to(self.score_sq_sum)
-        self.above += (probs > self.threshold).sum().to(self.above)
-        self.total += probs.numel()
-
-    def compute(self) -> dict[str, torch.Tensor]:
-        """``mean`` score, ``rate`` above the threshold, and ``se``: the standard error of the mean score."""
-        total = self.total.to(self.score_sum.dtype)
-        mean = self.score_sum / total
-        var = (self.score_sq_sum / total - mean**2).clamp_min(0) * total / (total - 1).clamp_min(1)
-        return {"mean": mean, "rate": self.above.to(total.dtype) / total, "se": (var / total).sqrt()}
+    def text_scores(self, texts: Sequence[str]) -> torch.Tensor:
+        """``(N,)`` probabilities of ``label`` (default "toxic")."""
+        return self.score(texts)[:, LABELS.index(self.label)]

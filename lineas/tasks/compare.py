@@ -1,10 +1,11 @@
-"""The toxicity / utility trade-off of several maps folders (``python -m lineas.compare``).
+"""The concept / utility trade-off of several maps folders (``python -m lineas.compare``).
 
 Every maps folder (LinEAS at any sparsity, Linear-AcT, mean shift: they share the format) is evaluated
 by :func:`lineas.tasks.evaluate.evaluate` on the same prompts, sentences and sampling seed, at each strength;
-the base model once (strength 0). Writes ``compare.json``, ``compare.md`` (a table with standard
-errors), ``tradeoff.png`` (mean toxicity against perplexity, one line per maps folder through its
-strengths) and ``generations.jsonl`` under ``output_dir``.
+the base model once (strength 0), with the concept scorer(s) of the settings (default: toxicity). Writes
+``compare.json``, ``compare.md`` (a table with standard errors), ``tradeoff.png`` (the first scorer's mean
+against perplexity, one line per maps folder through its strengths) and ``generations.jsonl`` under
+``output_dir``.
 """
 
 from __future__ import annotations
@@ -19,10 +20,12 @@ from lineas.core.errors import ConfigError
 from lineas.core.files import write_json, write_jsonl, write_text
 from lineas.core.maps import AffineMaps, load_maps
 from lineas.core.outputs import Output
+from lineas.metrics.concept import ConceptScore, describe_scorers
+from lineas.metrics.toxicity import Toxicity
 from lineas.models.causal_lm import load_causal_lm
 from lineas.models.families import check_fitted_on
 from lineas.tasks.configs import CompareConfig, Sampling
-from lineas.tasks.evaluate import check_settings, evaluate, load_texts
+from lineas.tasks.evaluate import check_settings, evaluate, load_texts, scorers_of
 from lineas.tasks.figures import pyplot, save_figure
 
 NAMES = {"lineas": "LinEAS", "linear_act": "Linear-AcT", "mean_shift": "mean shift"}
@@ -63,17 +66,24 @@ def compare(
     prompts: list[str],
     neutral: list[str],
     sampling: Sampling | None = None,
-    threshold: float = 0.5,
+    threshold: float | None = None,
     progress: bool = True,
+    scorer: Any = None,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Metric rows (``method``, ``strength``, toxicity, perplexity, fluency, standard errors) and generated rows."""
+    """Metric rows (``method``, ``strength``, concept score(s), perplexity, fluency, standard errors) and generated
+    rows. ``scorer`` and ``threshold``: as in :func:`lineas.tasks.evaluate.evaluate`."""
+    scorers = scorers_of(scorer, threshold)
     first = next(iter(runs.values()))
-    base, generated = evaluate(model, tokenizer, first, [0.0], prompts, neutral, sampling, threshold, progress)
+    base, generated = evaluate(
+        model, tokenizer, first, [0.0], prompts, neutral, sampling, progress=progress, scorer=scorers
+    )
     rows = [{"method": "base model", "support": None, "dims": None, "clipped": False, **base[0]}]
     generated = [{**r, "method": "base model"} for r in generated]
     for label, maps in runs.items():
         info = describe(maps)
-        metrics, gen = evaluate(model, tokenizer, maps, strengths, prompts, neutral, sampling, threshold, progress)
+        metrics, gen = evaluate(
+            model, tokenizer, maps, strengths, prompts, neutral, sampling, progress=progress, scorer=scorers
+        )
         rows += [
             {"method": label, "support": info["support"], "dims": info["dims"], "clipped": info["clipped"], **m}
             for m in metrics
@@ -82,35 +92,45 @@ def compare(
     return rows, generated
 
 
-def format_table(rows: list[dict[str, Any]]) -> str:
-    """A Markdown table: method, support, strength, toxic rate, mean toxicity, perplexity and fluency (+- se)."""
+def format_table(rows: list[dict[str, Any]], scorers: Sequence[ConceptScore] | None = None) -> str:
+    """A Markdown table: method, support, strength, each scorer's rate and mean (default: toxicity), joint success
+    (several scorers), perplexity and fluency (± se)."""
+    scorers = scorers or [Toxicity()]
+    joint = "joint_success" in rows[0]
+    head = [f"{s.hit_label} rate | mean {s.score_label} (± se)" for s in scorers]
+    head += ["joint success (± se)"] if joint else []
     lines = [
-        "| method | support | strength | toxic rate | mean toxicity (± se) | perplexity (± se) | fluency (± se) |",
-        "|---|---|---|---|---|---|---|",
+        f"| method | support | strength | {' | '.join(head)} | perplexity (± se) | fluency (± se) |",
+        "|---|---|---" + "|---" * (2 * len(scorers) + joint + 2) + "|",
     ]
     last = None
     for r in rows:
         same = r["method"] == last
         support = "—" if r["support"] is None else f"{r['support']} ({100 * r['support'] / r['dims']:.1f}%)"
+        cells = [
+            f"{r[f'{s.name}_rate']:.3f} | {r[f'{s.name}_mean']:.3f} ± {r[f'{s.name}_mean_se']:.3f}" for s in scorers
+        ]
+        cells += [f"{r['joint_success']:.3f} ± {r['joint_success_se']:.3f}"] if joint else []
         lines.append(
-            f"| {'' if same else r['method']} | {'' if same else support} | {r['strength']:g} | "
-            f"{r['toxicity_rate']:.3f} | {r['toxicity_mean']:.3f} ± {r['toxicity_mean_se']:.3f} | "
+            f"| {'' if same else r['method']} | {'' if same else support} | {r['strength']:g} | {' | '.join(cells)} | "
             f"{r['perplexity']:.2f} ± {r['perplexity_se']:.2f} | {r['fluency']:.2f} ± {r['fluency_se']:.2f} |"
         )
         last = r["method"]
     return "\n".join(lines)
 
 
-def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
-    """Mean toxicity against perplexity with standard-error bars; one line per method, strengths annotated."""
+def plot(rows: list[dict[str, Any]], path: Path, title: str, scorer: ConceptScore | None = None) -> None:
+    """The scorer's mean (default: toxicity) against perplexity with standard-error bars; one line per method,
+    strengths annotated."""
     plt = pyplot()
+    key = (scorer or Toxicity()).name + "_mean"
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
     base = rows[0]
     ax.errorbar(
         [base["perplexity"]],
-        [base["toxicity_mean"]],
+        [base[key]],
         xerr=[base["perplexity_se"]],
-        yerr=[base["toxicity_mean_se"]],
+        yerr=[base[key + "_se"]],
         fmt="k*",
         markersize=12,
         label="base model",
@@ -121,9 +141,9 @@ def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
         pts = [base] + [r for r in rows[1:] if r["method"] == method]
         ax.errorbar(
             [p["perplexity"] for p in pts],
-            [p["toxicity_mean"] for p in pts],
+            [p[key] for p in pts],
             xerr=[p["perplexity_se"] for p in pts],
-            yerr=[p["toxicity_mean_se"] for p in pts],
+            yerr=[p[key + "_se"] for p in pts],
             fmt="o-",
             capsize=2,
             markersize=4,
@@ -132,7 +152,7 @@ def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
         for p in pts[1:]:
             ax.annotate(
                 f"{p['strength']:g}",
-                (p["perplexity"], p["toxicity_mean"]),
+                (p["perplexity"], p[key]),
                 fontsize=6,
                 textcoords="offset points",
                 xytext=(3, 3),
@@ -142,8 +162,9 @@ def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
     if wide:
         ax.set_xscale("log")
     ax.set_xlabel(f"perplexity of neutral sentences{' (log scale)' if wide else ''}")
-    ax.set_ylabel("mean toxicity of continuations")
-    ax.set_ylim(bottom=0)
+    ax.set_ylabel(f"mean {(scorer or Toxicity()).score_label} of continuations")
+    if min(r[key] for r in rows) >= 0:
+        ax.set_ylim(bottom=0)
     ax.legend(fontsize=7)
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3, which="both")
@@ -173,6 +194,7 @@ def run_compare(cfg: CompareConfig) -> list[dict[str, Any]]:
     model, tokenizer = load_causal_lm(spec, cfg.dtype)
     for m in maps:
         check_fitted_on(m.info, model, spec)
+    scorers = scorers_of(cfg.scorer, cfg.threshold)
     rows, generated = compare(
         model,
         tokenizer,
@@ -181,8 +203,8 @@ def run_compare(cfg: CompareConfig) -> list[dict[str, Any]]:
         prompts,
         neutral,
         cfg.sampling,
-        cfg.threshold,
-        cfg.progress,
+        progress=cfg.progress,
+        scorer=scorers,
     )
     with output, output.writing() as out:
         write_json(
@@ -192,14 +214,15 @@ def run_compare(cfg: CompareConfig) -> list[dict[str, Any]]:
                 "prompts": cfg.prompts,
                 "perplexity_texts": cfg.perplexity_texts,
                 "generation": asdict(cfg.sampling),
-                "threshold": cfg.threshold,
+                "scorers": describe_scorers(scorers),
                 "rows": rows,
             },
         )
         write_jsonl(out / "generations.jsonl", generated)
-        table = format_table(rows)
+        table = format_table(rows, scorers)
         write_text(out / "compare.md", table + "\n")
-        plot(rows, out / "tradeoff.png", f"{len(prompts)} prompts, {len(neutral)} neutral sentences; labels = strength")
+        title = f"{len(prompts)} prompts, {len(neutral)} neutral sentences; labels = strength"
+        plot(rows, out / "tradeoff.png", title, scorers[0])
     print(table)
     print(f"table: {output.path / 'compare.md'}, plot: {output.path / 'tradeoff.png'}")
     return rows

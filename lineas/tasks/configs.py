@@ -88,6 +88,16 @@ class ExportConfig:
 
 
 @dataclass
+class ComposeConfig:
+    """``python -m lineas.compose``: ``maps[0]`` at ``strengths[0]``, then ``maps[1]`` ..., as one maps folder."""
+
+    maps: list[str] = MISSING
+    strengths: Optional[list[float]] = None  # one per maps folder; default: 1 each
+    output_dir: str = MISSING
+    overwrite: bool = False
+
+
+@dataclass
 class GenerateConfig:
     """``python -m lineas.generate``: continuations (or images) at each strength, side by side."""
 
@@ -111,13 +121,16 @@ class GenerateConfig:
 
 @dataclass
 class EvalSettings:
-    """What toxicity and perplexity are measured on, and how continuations are sampled."""
+    """What the concept score and perplexity are measured on, with which scorer, and how continuations are sampled."""
 
     prompts: str = "${lineas_data:toxicity/prompts.txt}"  # toxic-leaning prompt beginnings (120)
     num_prompts: Optional[int] = None  # None: all
     perplexity_texts: str = "${lineas_data:neutral/wiki.txt}"  # neutral encyclopedic sentences (220)
     num_perplexity_texts: Optional[int] = None
-    threshold: float = 0.5  # a continuation is toxic when its "toxic" score exceeds this
+    # the concept scorer(s), None: toxicity; a lineas.metrics.ConceptScore class path, {_target_: CLASS, ...}, or a
+    # list of them (each one's columns and their joint success)
+    scorer: Any = None
+    threshold: Optional[float] = None  # None: the (first) scorer's own (toxicity 0.5, sentiment 0.05)
     sampling: Sampling = field(default_factory=Sampling)
     dtype: str = "float32"
     threads: Optional[int] = None

@@ -146,6 +146,7 @@ class LinEASModule(L.LightningModule):
         self.strict_loading = False  # checkpoints hold the maps, not the frozen base
         self._targets: dict[str, list[torch.Tensor]] = {}
         self._target_var: list[torch.Tensor] | None = None
+        self._joint: list[tuple[list[torch.Tensor], list[torch.Tensor]]] = []  # concepts 2..K: fit targets, var
         self._val: list[list[torch.Tensor]] = []
         self._sharded = False
 
@@ -215,11 +216,17 @@ class LinEASModule(L.LightningModule):
         parts = [self.pooled(move_data_to_device(b, self.device), with_maps, site) for b in batches]
         return [torch.cat(p) for p in zip(*parts)]
 
-    def site_w2(self, pooled: list[torch.Tensor], targets_sorted: list[torch.Tensor]) -> torch.Tensor:
-        """Per-site loss ``(S,)``: squared W2 averaged over dimensions (variance-normalised if asked)."""
+    def site_w2(
+        self,
+        pooled: list[torch.Tensor],
+        targets_sorted: list[torch.Tensor],
+        target_var: list[torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """Per-site loss ``(S,)``: squared W2 averaged over dimensions (variance-normalised if asked, by
+        ``target_var``, default the fitting targets')."""
         per_dim = [sorted_w2(p, t) for p, t in zip(pooled, targets_sorted)]
         if self.normalize:
-            per_dim = [d / v for d, v in zip(per_dim, self._target_var)]
+            per_dim = [d / v for d, v in zip(per_dim, target_var or self._target_var)]
         return torch.stack([d.mean() for d in per_dim])
 
     @torch.no_grad()
@@ -238,8 +245,10 @@ class LinEASModule(L.LightningModule):
             if split not in self._targets and dm.prompts["target"][split]:
                 self._targets[split] = [t.sort(0).values for t in self.collect(dm.target_dataloader(split), False)]
         if self._target_var is None:
-            var = [t.var(0, unbiased=False) for t in self._targets["fit"]]
-            self._target_var = [v.clamp_min(1e-6 * v.mean().item() + 1e-12) for v in var]
+            self._target_var = _variances(self._targets["fit"])
+        for k in range(len(self._joint) + 1, getattr(dm, "concepts", 1)):  # a joint fit's other concepts
+            fit = [t.sort(0).values for t in self.collect(dm.target_dataloader("fit", concept=k), False)]
+            self._joint.append((fit, _variances(fit)))
 
     # --- Lightning hooks ------------------------------------------------------------------
     def configure_model(self) -> None:
@@ -265,6 +274,8 @@ class LinEASModule(L.LightningModule):
                 f"{self.trainer.precision!r} casts them. Load the base in low precision with "
                 "backbone.dtype=bfloat16 and keep trainer.precision=32-true or bf16-mixed"
             )
+        if self.estimator != "lineas" and getattr(self.trainer.datamodule, "concepts", 1) > 1:
+            raise ConfigError(f"estimator={self.estimator} fits one concept in closed form: a joint fit needs lineas")
         self._cache_targets()
         if self.estimator != "lineas":
             fit_incremental_(self.maps, self._collect_fit_site, ESTIMATORS[self.estimator], self.clip_quantiles)
@@ -274,8 +285,13 @@ class LinEASModule(L.LightningModule):
         loader = dm.source_dataloader("fit") if side == "source" else dm.target_dataloader("fit")
         return self.collect(loader, with_maps=True, site=site)[0]
 
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        losses = self.site_w2(gather_samples(self, self.pooled(batch, with_maps=True)), self._targets["fit"])
+    def training_step(self, batch: dict[str, Any] | list[dict[str, Any]], batch_idx: int) -> torch.Tensor:
+        # A joint fit (JointPromptPairs) gives a list, concept k's source batch at k: the loss sums their W2 terms.
+        targets = [(self._targets["fit"], self._target_var), *self._joint]
+        losses = sum(
+            self.site_w2(gather_samples(self, self.pooled(b, with_maps=True)), t, v)
+            for b, (t, v) in zip(batch if isinstance(batch, list) else [batch], targets)
+        )
         bad = ~torch.isfinite(losses)
         if bad.any():
             names = [str(s) for s, b in zip(self.sites, bad.tolist()) if b]
@@ -360,3 +376,9 @@ class LinEASModule(L.LightningModule):
         """The maps, with the step count recorded in their info."""
         self.maps.info["steps"] = int(self.global_step)
         return self.maps
+
+
+def _variances(targets: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Per site, the variance of each dimension of the targets, floored (the W2 normalisation's divisor)."""
+    var = [t.var(0, unbiased=False) for t in targets]
+    return [v.clamp_min(1e-6 * v.mean().item() + 1e-12) for v in var]

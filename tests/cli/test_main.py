@@ -15,6 +15,7 @@ CASES = {  # id: (entry point, arguments, what the one line says)
     "generate": ("generate", ["model=tiny:llama", "prompts=no_such_prompts.txt"], "prompt file no_such_prompts.txt"),
     "evaluate": ("evaluate", ["maps=no_such_maps"], "no_such_maps: no lineas.json"),
     "compare": ("compare", ["maps=[no_such_maps]", "output_dir=OUT"], "no_such_maps: no lineas.json"),
+    "compose": ("compose", ["maps=[no_such_maps]", "output_dir=OUT"], "no_such_maps: no lineas.json"),
     "gate": ("gate", ["maps=no_such_maps", "output_dir=OUT"], "no_such_maps: no lineas.json"),
     "train-lr": ("train", ["recipe=tiny", "module.lr=-0.01"], "module.lr=-0.01: give a positive learning rate"),
     "train-lr-nan": ("train", ["recipe=tiny", "module.lr=nan"], "module.lr=nan"),
