@@ -11,7 +11,15 @@ from omegaconf import OmegaConf
 
 from lineas.core.errors import ConfigError
 from lineas.core.files import data_path
-from lineas.tasks.configs import CompareConfig, ComposeConfig, DemoConfig, EvaluateConfig, ExportConfig, GateConfig, GenerateConfig
+from lineas.tasks.configs import (
+    CompareConfig,
+    ComposeConfig,
+    DemoConfig,
+    EvaluateConfig,
+    ExportConfig,
+    GateConfig,
+    GenerateConfig,
+)
 
 USER_PREFIX = "file_"
 SCHEMAS = {

@@ -114,4 +114,3 @@ def fluency_with_se(
     """Perplexity of generated ``continuations`` given their prompts (``contexts``) under ``model``, with its
     standard error: the detoxification literature's fluency measure when ``model`` is the unsteered base."""
     return ratio_perplexity(*text_nll(model, tokenizer, continuations, contexts, batch_size, max_length, progress))
-
