@@ -12,7 +12,7 @@ from lineas.core.errors import ConfigError
 from lineas.metrics import Sentiment, Toxicity
 from lineas.metrics.concept import build_scorer, build_scorers, concept_columns
 from lineas.metrics.sentiment import compound
-from lineas.metrics.toxicity import score as toxicity_scores
+from lineas.metrics.toxicity import default_classifier
 from lineas.tasks.compare import format_table
 from lineas.tasks.evaluate import evaluate, format_metrics
 from tests.helpers import compose_cfg
@@ -30,7 +30,7 @@ TEXTS = [
 def test_joint_success_is_the_fraction_that_succeeds_for_every_scorer():
     columns, per_text = concept_columns([Sentiment(), Toxicity()], TEXTS)
     positive = compound(TEXTS) > 0.05
-    toxic = toxicity_scores(TEXTS)[:, 0] > 0.5
+    toxic = default_classifier().score(TEXTS)[:, 0] > 0.5
     joint = [bool(p and not t) for p, t in zip(positive.tolist(), toxic.tolist())]  # brute force, text by text
     assert 0 < sum(joint) < len(TEXTS)  # not vacuous: some succeed, some do not
     assert columns["joint_success"] == pytest.approx(sum(joint) / len(TEXTS))
@@ -60,7 +60,7 @@ def test_evaluate_takes_any_scorer(tiny_llama):
         sentiment.update(texts)
         assert m["sentiment_mean"] == pytest.approx(float(sentiment.compute()["mean"]))
         assert m["sentiment_rate"] == pytest.approx(float(sentiment.compute()["rate"]))
-        assert m["toxicity_mean"] == pytest.approx(toxicity_scores(texts)[:, 0].mean().item())
+        assert m["toxicity_mean"] == pytest.approx(default_classifier().score(texts)[:, 0].mean().item())
         assert "joint_success" in m
         assert [r["sentiment"] for r in rows if r["strength"] == m["strength"]] == pytest.approx(
             compound(texts).tolist()
