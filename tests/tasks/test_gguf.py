@@ -121,6 +121,7 @@ def test_refusals(tmp_path):
     with pytest.raises(lineas.MergeError, match="clipped"):
         export_gguf(clipped_maps(), tmp_path / "g2")
     (tmp_path / "g3").mkdir()
+    (tmp_path / "g3" / "notes.txt").write_text("keep")  # an empty folder would be used as it is
     llama = lineas.CausalLM("tiny:llama")
     with pytest.raises(lineas.LineasError, match="overwrite=true"):
         export_gguf(random_maps_for(llama, "mlp_out"), tmp_path / "g3")
