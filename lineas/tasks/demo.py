@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import logging
 import os
 import sys
 from dataclasses import dataclass, replace
@@ -309,5 +310,6 @@ def _export_panel(gr: Any, demo: Demo, cfg: DemoConfig, sliders: list[Any]) -> N
 
 def serve(app: Any, host: str = LOCALHOST, port: int | None = None, block: bool = True) -> str:
     """Start the page; returns its local URL (``block``: serve until interrupted)."""
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per request Gradio makes to itself
     app.queue().launch(server_name=host, server_port=port, prevent_thread_lock=not block, show_error=False)
     return str(app.local_url)
