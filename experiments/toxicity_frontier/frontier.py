@@ -84,9 +84,10 @@ def table(base: dict, runs: list[dict], pts: list[dict]) -> str:
         run = by_name[p["name"]]
         first = p["strength"] == run["metrics"][0]["strength"]
         support = f"{run['support']} ({100 * run['support'] / run['dims']:.1f}%)" if first else ""
+        wall = f"{run['fit_wall_s']:.0f}" if first and run["fit_wall_s"] else ""
         lines.append(
             f"| {p['name'] if first else ''} | {support} "
-            f"| {run['fit_wall_s'] if first else ''} | {p['strength']:g} | {p['toxicity_mean']:.4f} ± "
+            f"| {wall} | {p['strength']:g} | {p['toxicity_mean']:.4f} ± "
             f"{p['toxicity_mean_se']:.4f} | {p['cut']:.2f}x{' *' if p['eligible'] else ''} | {p['perplexity']:.2f} ± "
             f"{p['perplexity_se']:.2f} ({100 * p['ppl_rel']:+.1f}%) | {p['fluency']:.2f} ± {p['fluency_se']:.2f} "
             f"({100 * p['fluency_rel']:+.1f}%) |"
