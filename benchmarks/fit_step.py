@@ -83,6 +83,7 @@ import lineas
 from lineas.core.files import data_path
 from lineas.core.sites import Site
 from lineas.models.families import resolve_sites
+from lineas.training.optim import make_optimizer
 
 WARMUP = 2
 _LAYER = re.compile(r"\.(?:layers|h|blocks)\.(\d+)(?:\.|$)")
@@ -133,7 +134,7 @@ def reset_maps(maps: lineas.AffineMaps) -> None:
 
 
 def adam(module: lineas.LinEASModule, params: Any) -> torch.optim.Adam:
-    return torch.optim.Adam(params, lr=module.lr, betas=module.betas, weight_decay=module.weight_decay)
+    return make_optimizer(module.optimizer_factory, params, module.lr)
 
 
 def decoder_stack(base: nn.Module) -> tuple[nn.Module, str, str]:

@@ -54,7 +54,8 @@ def step_sizes(optimizer: torch.optim.Optimizer, param: torch.Tensor) -> torch.T
     """Per-coordinate size of ``optimizer``'s last step for ``param``: its metric. None if not optimised.
 
     Adam / AdamW: ``lr / (sqrt(v_hat) + eps)`` with ``v_hat`` the bias-corrected second moment
-    (``max_exp_avg_sq`` with amsgrad); any other optimizer: its ``lr`` (exact for plain SGD).
+    (``max_exp_avg_sq`` with amsgrad); SGD: ``lr * (1 - dampening) / (1 - momentum)``, the step that a
+    gradient held constant settles to (plain SGD: ``lr``, the paper's Algorithm 1); any other optimizer: its ``lr``.
     """
     for group in optimizer.param_groups:
         if any(p is param for p in group["params"]):
@@ -63,7 +64,8 @@ def step_sizes(optimizer: torch.optim.Optimizer, param: torch.Tensor) -> torch.T
         return None
     state = optimizer.state.get(param, {})
     if "exp_avg_sq" not in state:
-        return float(group["lr"])
+        momentum = group.get("momentum", 0.0) if isinstance(optimizer, torch.optim.SGD) else 0.0
+        return float(group["lr"]) * (1 - group.get("dampening", 0.0) if momentum else 1.0) / (1 - momentum)
     v = state["max_exp_avg_sq"] if group.get("amsgrad") else state["exp_avg_sq"]
     v_hat = v / (1 - group["betas"][1] ** float(state["step"]))
     return group["lr"] / (v_hat.sqrt() + group["eps"])

@@ -18,6 +18,7 @@ from lineas.datamodules import PromptPairDataModule
 from lineas.models.backbone import Backbone
 from lineas.models.causal_lm import CausalLM
 from lineas.training.module import LinEASModule, frozen_base_expected
+from lineas.training.optim import OptimizerFactory, SchedulerFactory
 
 
 def fit(
@@ -28,6 +29,8 @@ def fit(
     *,
     steps: int = 1000,
     lr: float = 1e-3,
+    optimizer: OptimizerFactory | None = None,
+    scheduler: SchedulerFactory | None = None,
     pooling: Pooling = "mean",
     sparsity: Sparsity | None = None,
     normalize: bool = False,
@@ -49,9 +52,11 @@ def fit(
 
     ``model`` is a model spec (hub id, folder, ``offline:...``, ``tiny:...``) or a :class:`Backbone`;
     ``source``/``target`` are prompt files or lists; the other arguments are those of
-    :class:`LinEASModule` and :class:`PromptPairDataModule`. With ``output_dir``, the run writes the same
-    ``maps/``, ``fit_summary.json`` and TensorBoard logs as ``python -m lineas.train``; a folder that holds
-    files is refused unless ``overwrite`` (which removes it first).
+    :class:`LinEASModule` and :class:`PromptPairDataModule` (``optimizer``, e.g.
+    ``functools.partial(torch.optim.SGD, momentum=0.9)``, is called with the params and ``lr``).
+    With ``output_dir``, the run writes the same ``maps/``, ``fit_summary.json`` and TensorBoard logs as
+    ``python -m lineas.train``; a folder that holds files is refused unless ``overwrite`` (which removes it
+    first).
     """
     if output_dir is not None and Path(output_dir).is_dir() and any(Path(output_dir).iterdir()):
         if not overwrite:
@@ -73,6 +78,8 @@ def fit(
         sites=sites,
         pooling=pooling,
         lr=lr,
+        optimizer=optimizer,
+        scheduler=scheduler,
         sparsity=sparsity,
         normalize=normalize,
         shift=shift,

@@ -21,6 +21,14 @@ from lineas.core.sparsity import Sparsity
 from lineas.models.backbone import Backbone
 from lineas.models.families import model_type_of, resolve_sites
 from lineas.training.distributed import average_gradients, gather_samples, shard_frozen_base
+from lineas.training.optim import (
+    OptimizerFactory,
+    SchedulerFactory,
+    default_optimizer,
+    default_scheduler,
+    describe,
+    make_optimizer,
+)
 from lineas.training.resume import check_fit_record, replan_cosine
 
 PROBE_PROMPTS = ["Hello there.", "A short example prompt."]
@@ -58,7 +66,10 @@ class LinEASModule(L.LightningModule):
     per prompt, the hidden states entering the first site's block and starts later forwards there
     (exact: nothing before that block depends on the maps; see :class:`lineas.core.blocks.PrefixCache`).
     The frozen base stays in the dtype it was loaded in (e.g. bfloat16); maps and loss are float32.
+    ``optimizer`` is called as ``optimizer(params, lr=lr)`` and ``scheduler`` as ``scheduler(optimizer,
+    total_steps)`` (partials: :mod:`lineas.training.optim`); both are recorded with the maps and in checkpoints.
     Defaults are those of the official code: Adam, lr 1e-3, betas (0.9, 0.9), cosine decay to lr*1e-3.
+    With plain SGD the proximal step at ``tau = lr`` is the paper's Algorithm 1.
     """
 
     def __init__(
@@ -67,9 +78,8 @@ class LinEASModule(L.LightningModule):
         sites: str | Sequence[str] = "default",
         pooling: Pooling = "mean",
         lr: float = 1e-3,
-        betas: Sequence[float] = (0.9, 0.9),
-        weight_decay: float = 0.0,
-        min_lr_ratio: float = 1e-3,
+        optimizer: OptimizerFactory | None = None,
+        scheduler: SchedulerFactory | None = None,
         sparsity: Sparsity | None = None,
         early_exit: bool = True,
         normalize: bool = False,
@@ -86,7 +96,9 @@ class LinEASModule(L.LightningModule):
         self.sites = resolve_sites(self.base, sites if isinstance(sites, str) else list(sites))
         dims, self.last_site = probe(self.base, self.sites, lambda: backbone.forward(backbone.collate(PROBE_PROMPTS)))
         self.pooling = pooling
-        self.lr, self.betas, self.weight_decay, self.min_lr_ratio = lr, tuple(betas), weight_decay, min_lr_ratio
+        self.lr = lr
+        self.optimizer_factory = optimizer or default_optimizer()
+        self.scheduler_factory = scheduler or default_scheduler()
         self.sparsity = sparsity or Sparsity()
         self.early_exit = early_exit
         self._checkpoint, self._prefix = self._block_plan(checkpointing, prefix_cache, backbone)
@@ -120,14 +132,8 @@ class LinEASModule(L.LightningModule):
                 "normalize": normalize,
                 "shift": shift,
                 "loss": "squared 1-D W2 per dimension; mean over dimensions, then over sites",
-                "optimizer": {
-                    "name": "adam",
-                    "lr": lr,
-                    "betas": list(self.betas),
-                    "weight_decay": weight_decay,
-                    "schedule": "cosine",
-                    "min_lr_ratio": min_lr_ratio,
-                },
+                "optimizer": {**describe(self.optimizer_factory), "lr": lr},
+                "scheduler": describe(self.scheduler_factory),
                 "sparsity": self.sparsity.as_dict(),
             },
         )
@@ -302,18 +308,12 @@ class LinEASModule(L.LightningModule):
         self.log_dict({f"val/w2/{s}": v for s, v in zip(self.sites, w2)})
 
     def configure_optimizers(self) -> dict[str, Any]:
-        opt = torch.optim.Adam(
-            [p for p in self.maps.parameters() if p.requires_grad],
-            lr=self.lr,
-            betas=self.betas,
-            weight_decay=self.weight_decay,
-        )
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total, eta_min=self.lr * self.min_lr_ratio)
+        opt = make_optimizer(self.optimizer_factory, (p for p in self.maps.parameters() if p.requires_grad), self.lr)
+        sched = self.scheduler_factory(opt, max(1, int(self.trainer.estimated_stepping_batches)))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     def fit_record(self) -> dict[str, Any]:
-        """What this fit is of: model, sites, estimator, loss settings and data (checked when it is resumed)."""
+        """What this fit is of: model, sites, estimator, loss, optimizer and data (checked when it is resumed)."""
         dm = self.trainer.datamodule if self._trainer is not None else None
         return {
             "model": self.backbone.spec,
@@ -327,6 +327,8 @@ class LinEASModule(L.LightningModule):
             "normalize": self.normalize,
             "shift": self.maps.info["shift"],
             "sparsity": self.sparsity.as_dict(),
+            "optimizer": self.maps.info["optimizer"],
+            "scheduler": self.maps.info["scheduler"],
             "data": dm.fingerprint() if hasattr(dm, "fingerprint") else None,
             "batch_size": getattr(dm, "batch_size", None),
         }
@@ -339,7 +341,10 @@ class LinEASModule(L.LightningModule):
         check_fit_record(checkpoint.get("lineas"), self.fit_record(), self.trainer.ckpt_path)
 
     def on_train_start(self) -> None:
-        lr = replan_cosine(self.lr_schedulers(), max(1, int(self.trainer.estimated_stepping_batches)))
+        scheduler = self.lr_schedulers()
+        if not isinstance(scheduler, torch.optim.lr_scheduler.CosineAnnealingLR):
+            return
+        lr = replan_cosine(scheduler, max(1, int(self.trainer.estimated_stepping_batches)))
         if lr is not None:
             rank_zero_info(
                 f"extending the run to {self.trainer.max_steps} steps: the cosine schedule is re-planned "

@@ -49,7 +49,7 @@ def test_smollm2_recipes_are_mergeable_lineas_fits_with_sparsity(tmp_path, recip
     # the default takes bfloat16 where the hardware has it; the others keep the base of their README figures
     assert cfg.backbone.dtype == ("auto" if recipe == "toxicity_smollm2" else "float32")
     if recipe == "toxicity_smollm2_paper":  # the official schedule
-        assert (cfg.module.lr, cfg.trainer.max_steps, list(cfg.module.betas)) == (1e-3, 1000, [0.9, 0.9])
+        assert (cfg.module.lr, cfg.trainer.max_steps, list(cfg.module.optimizer.betas)) == (1e-3, 1000, [0.9, 0.9])
     elif recipe == "toxicity_smollm2":  # the fast default (README "Time to steer")
         assert (cfg.module.lr, cfg.trainer.max_steps, list(cfg.callbacks.evaluate.strengths)) == (3e-2, 30, [0, 1])
     else:  # the schedule of the README's result tables

@@ -39,8 +39,13 @@ def test_maps_file_records_the_run(tiny_run):
     assert meta["steps"] == 60
     assert [s["site"] for s in meta["sites"]] == [f"model.layers.{i}.mlp.down_proj" for i in range(4)]
     assert all(s["dim"] == 64 for s in meta["sites"])
-    assert meta["optimizer"]["lr"] == pytest.approx(0.03)
-    assert meta["optimizer"]["betas"] == [0.9, 0.9]
+    assert meta["optimizer"] == {
+        "_target_": "torch.optim.adam.Adam",
+        "betas": [0.9, 0.9],
+        "weight_decay": 0.0,
+        "lr": pytest.approx(0.03),
+    }
+    assert meta["scheduler"] == {"_target_": "lineas.training.optim.cosine", "min_lr_ratio": 1e-3}
     assert set(meta["versions"]) >= {"lineas", "torch", "transformers", "lightning"}
     maps = lineas.load_maps(tiny_run / "maps")
     tensors = load_file(tiny_run / "maps" / "maps.safetensors")

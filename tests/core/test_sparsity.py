@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import math
+from typing import Any
 
 import numpy as np
 import pytest
@@ -11,6 +13,7 @@ from scipy.optimize import minimize
 
 from lineas import AffineMaps, Sparsity
 from lineas.core.sparsity import prox_l1_group_, step_sizes
+from lineas.training.optim import default_optimizer, default_scheduler, make_optimizer
 from tests.helpers import random_maps
 
 
@@ -102,16 +105,25 @@ def test_step_sizes_are_adams_preconditioner_and_sgds_lr():
     q = torch.nn.Parameter(torch.zeros(2))
     sgd = torch.optim.SGD([q], lr=0.3)
     assert step_sizes(sgd, q) == 0.3
+    heavy = torch.optim.SGD([q], lr=0.3, momentum=0.9, dampening=0.5)  # a constant gradient settles to this step
+    assert step_sizes(heavy, q) == pytest.approx(0.3 * 0.5 / 0.1)
     assert step_sizes(sgd, p) is None  # not optimised by it
 
 
 def _fit_quadratic(
-    a: torch.Tensor, c: torch.Tensor, d: torch.Tensor, sparsity: Sparsity, steps: int = 3000, lr: float = 3e-2
+    a: torch.Tensor,
+    c: torch.Tensor,
+    d: torch.Tensor,
+    sparsity: Sparsity,
+    steps: int = 3000,
+    lr: float = 3e-2,
+    optimizer: Any = None,
 ) -> AffineMaps:
-    """Adam + prox on ``0.5*sum a*(omega-1-c)**2 + 0.5*sum a*(beta-d)**2`` with cosine decay, as the module."""
+    """Optimizer + prox on ``0.5*sum a*(omega-1-c)**2 + 0.5*sum a*(beta-d)**2`` with cosine decay, as the module
+    builds them (default: Adam with betas (0.9, 0.9))."""
     maps = AffineMaps(["s"], [a.numel()])
-    opt = torch.optim.Adam(maps.parameters(), lr=lr, betas=(0.9, 0.9))
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps, eta_min=lr * 1e-3)
+    opt = make_optimizer(optimizer or default_optimizer(), maps.parameters(), lr)
+    sched = default_scheduler()(opt, steps)
     for _ in range(steps):
         opt.zero_grad()
         loss = 0.5 * (a * (maps.omega[0] - 1 - c) ** 2).sum() + 0.5 * (a * (maps.beta[0] - d) ** 2).sum()
@@ -122,13 +134,23 @@ def _fit_quadratic(
     return maps
 
 
-def test_adam_with_prox_converges_to_the_lasso_solution(rng):
+@pytest.mark.parametrize(
+    "optimizer, lr",
+    [
+        (None, 3e-2),  # Adam: the prox in its metric
+        (functools.partial(torch.optim.SGD), 0.15),  # the paper's Algorithm 1: a gradient step, prox at tau = lr
+        (functools.partial(torch.optim.SGD, momentum=0.9), 0.15),
+        (functools.partial(torch.optim.AdamW, betas=(0.9, 0.9), weight_decay=0.0), 3e-2),
+    ],
+    ids=["adam", "sgd", "sgd-momentum", "adamw"],
+)
+def test_optimizer_with_prox_converges_to_the_lasso_solution(rng, optimizer, lr):
     # Separable quadratic: the lasso solution is the soft-threshold of c at l1 / a, coordinate by coordinate.
     a = torch.from_numpy(10.0 ** rng.uniform(-1, 1, size=24)).float()
     c = torch.from_numpy(rng.normal(size=24)).float()
     d = torch.from_numpy(rng.normal(size=24)).float()
     l1 = 0.3
-    maps = _fit_quadratic(a, c, d, Sparsity(l1=l1, beta_scale=2.0))
+    maps = _fit_quadratic(a, c, d, Sparsity(l1=l1, beta_scale=2.0), lr=lr, optimizer=optimizer)
     u_star = c.sign() * (c.abs() - l1 / a).clamp_min(0)
     b_star = d.sign() * (d.abs() - 2.0 * l1 / a).clamp_min(0)
     assert 4 <= int((u_star == 0).sum()) <= 20  # the draw has zeros and non-zeros

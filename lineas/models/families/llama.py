@@ -7,7 +7,11 @@ ATTN_IN = ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"]
 MLP_IN = ["mlp.gate_proj", "mlp.up_proj"]
 LAYER = r"model\.layers\.\d+\."
 NORM_CONSUMERS = {"input_layernorm": ATTN_IN, "post_attention_layernorm": MLP_IN}
-NORM_PRESETS = {"attn_in": [LAYER + "input_layernorm"], "mlp_in": [LAYER + "post_attention_layernorm"]}
+NORM_PRESETS = {
+    "attn_in": [LAYER + "input_layernorm"],
+    "mlp_in": [LAYER + "post_attention_layernorm"],
+    "norms": [LAYER + "input_layernorm", LAYER + "post_attention_layernorm"],  # both: 2 sites per layer
+}
 
 LLAMA = Family(
     "llama",
