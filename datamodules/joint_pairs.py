@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 from torch.utils.data import DataLoader
 
@@ -15,7 +15,7 @@ from lineas.datamodules.prompt_pair import PromptPairDataModule, Split
 class JointPromptPairs(PromptPairDataModule):
     """``source``/``target``: the first concept's prompts (as :class:`PromptPairDataModule`); ``concepts``: the
     further concepts' pairs, a list of ``{source: ..., target: ...}`` (files or lists), each split and shuffled
-    with the same settings.
+    with the same settings (the other arguments of :class:`PromptPairDataModule`).
 
     ``train_dataloader`` gives one loader per concept, so each training batch is a list whose item ``k`` is
     concept ``k``'s source batch: :class:`lineas.training.module.LinEASModule` maps each towards its own target
@@ -27,20 +27,14 @@ class JointPromptPairs(PromptPairDataModule):
         self,
         source: str | Path | list[str],
         target: str | Path | list[str],
-        collate_fn: Callable[[list[str]], Any] | None = None,
-        batch_size: int = 32,
-        num_fit: int | None = None,
-        heldout_fraction: float = 0.25,
-        seed: int = 0,
-        text_field: str = "text",
-        eval_batch_size: int = 64,
+        *args: Any,
         concepts: Sequence[Mapping[str, Any]] = (),
+        **kwargs: Any,
     ) -> None:
-        settings = (collate_fn, batch_size, num_fit, heldout_fraction, seed, text_field, eval_batch_size)
-        super().__init__(source, target, *settings)
+        super().__init__(source, target, *args, **kwargs)
         if any(not isinstance(c, Mapping) or set(c) != {"source", "target"} for c in concepts):
             raise ConfigError(f"data.concepts={list(concepts)}: give a list of {{source: FILE, target: FILE}}")
-        self.others = [PromptPairDataModule(c["source"], c["target"], *settings) for c in concepts]
+        self.others = [PromptPairDataModule(c["source"], c["target"], *args, **kwargs) for c in concepts]
 
     @property
     def concepts(self) -> int:

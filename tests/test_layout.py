@@ -24,6 +24,7 @@ def stage_installed_layout(dest: Path) -> Path:
     return dest
 
 
+@pytest.mark.slow  # spawns a process
 def test_import_contracts_are_kept(tmp_path):
     root = stage_installed_layout(tmp_path)
     lint = shutil.which("lint-imports", path=str(Path(sys.executable).parent))
@@ -59,6 +60,7 @@ def test_core_imports_neither_lightning_nor_hydra():
     assert not loaded & {"lightning", "hydra", "omegaconf", "transformers", "diffusers"}
 
 
+@pytest.mark.slow  # spawns a process
 def test_import_lineas_is_lazy():
     assert "torch" not in _modules_after("import lineas")
     loaded = _modules_after("import lineas; lineas.AffineMaps; lineas.resolve_sites; lineas.load_causal_lm")

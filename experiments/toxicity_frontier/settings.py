@@ -54,12 +54,22 @@ def stage_b(best: str) -> dict[str, list[str]]:
     return out
 
 
+def stage_d(best: str) -> dict[str, list[str]]:
+    """The control-preserving term (neutral control sentences kept unchanged while fitting) on the best setting,
+    at two weights; the maps stay affine and mergeable."""
+    base = dict(stage_a()[0] | stage_a()[1])[best]
+    control = ["module.control=${lineas_data:neutral/control.txt}"]
+    return {f"{best}-ctl{w}": [*base, *control, f"module.control_weight={w}"] for w in ("1", "10")}
+
+
 FIRST, LATER = stage_a()
 # stage A's best by the rule (README.md) after FIRST: mlp_out-adam30-norm (the settings on norm sites at
 # lr 3e-2 diverged; see results/dev)
 # the in-project Linear-AcT on the default recipe's sites (clipped, live only), for the test-set comparison
 BASELINES = {"linear_act": ["estimator=linear_act"]}
-SETTINGS: dict[str, list[str]] = FIRST | stage_b("mlp_out-adam30-norm") | LATER | BASELINES
+SETTINGS: dict[str, list[str]] = (
+    FIRST | stage_b("mlp_out-adam30-norm") | LATER | stage_d("mlp_out-adam30-norm") | BASELINES
+)
 # reported on the test sets: today's default (stage A's mlp_out point), the authors' site set at the lr that
 # converges, and Linear-AcT
 TEST = ["mlp_out-adam30-norm", "mlp_in-adam30lr1e-2-norm", "linear_act"]

@@ -9,7 +9,6 @@ same folder. The children re-run the original arguments (Lightning rebuilds them
 from __future__ import annotations
 
 import logging
-import math
 import signal
 import sys
 from contextlib import nullcontext
@@ -33,6 +32,7 @@ from lineas.cli.recipes import register, register_recipe_file
 from lineas.core.errors import ConfigError, FitInterrupted
 from lineas.core.outputs import Output, within
 from lineas.training.module import frozen_base_expected
+from lineas.training.optim import check_lr
 from lineas.training.resume import check_resume_steps, read_checkpoint
 
 STARTUP = (".hydra", "train.log", "multirun.yaml")  # what Hydra writes into a run's folder before it starts
@@ -81,9 +81,7 @@ def check_config(cfg: DictConfig) -> None:
         raise ConfigError(f"trainer.max_steps={steps!r}: give a whole number of optimizer steps (-1: no limit)")
     if steps == -1 and cfg.trainer.get("max_epochs", -1) in (-1, None):
         raise ConfigError("trainer.max_steps=-1 (no step limit) needs trainer.max_epochs >= 1: the fit would not end")
-    lr = cfg.module.get("lr", 1e-3)
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
-        raise ConfigError(f"module.lr={lr!r}: give a positive learning rate (e.g. 1e-3)")
+    check_lr(cfg.module.get("lr", 1e-3))
     if OmegaConf.is_missing(cfg.data, "source") or OmegaConf.is_missing(cfg.data, "target"):
         raise ConfigError("data.source and data.target are required: give both prompt files (e.g. in the recipe)")
 

@@ -45,6 +45,8 @@ def fit(
     prefix_cache: bool = False,
     clip: bool = False,
     clip_quantiles: Sequence[float] = (0.0, 100.0),
+    control: str | Path | list[str] | None = None,
+    control_weight: float = 1.0,
     output_dir: str | Path | None = None,
     overwrite: bool = False,
     **trainer_kwargs: Any,
@@ -54,7 +56,8 @@ def fit(
     ``model`` is a model spec (hub id, folder, ``offline:...``, ``tiny:...``) or a :class:`Backbone`;
     ``source``/``target`` are prompt files or lists; the other arguments are those of
     :class:`LinEASModule` and :class:`PromptPairDataModule` (``optimizer``, e.g.
-    ``functools.partial(torch.optim.SGD, momentum=0.9)``, is called with the params and ``lr``).
+    ``functools.partial(torch.optim.SGD, momentum=0.9)``, is called with the params and ``lr``; ``control``,
+    prompts to keep unchanged, adds the control-preserving term with ``control_weight``).
     With ``output_dir``, the run writes the same ``maps/``, ``fit_summary.json`` and TensorBoard logs as
     ``python -m lineas.train``; a folder that holds files is refused unless ``overwrite`` (a lineas run only: it
     is replaced once this fit has ended well).
@@ -92,6 +95,9 @@ def fit(
         prefix_cache=prefix_cache,
         clip=clip,
         clip_quantiles=clip_quantiles,
+        control=control,
+        control_weight=control_weight,
+        control_seed=seed,
     )
     callbacks: list[L.Callback] = []
     logger: Any = False

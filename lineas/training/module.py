@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import warnings
 from contextlib import contextmanager, nullcontext
+from pathlib import Path
 from typing import Any, ContextManager, Iterable, Iterator, Sequence
 
 import lightning as L
@@ -18,6 +19,7 @@ from lineas.core.hooks import attach, probe
 from lineas.core.loss import Pooling, check_mask, pool, sorted_w2
 from lineas.core.maps import AffineMaps
 from lineas.core.sparsity import Sparsity
+from lineas.datamodules import split_prompts
 from lineas.models.backbone import Backbone
 from lineas.models.families import model_type_of, resolve_sites
 from lineas.training.distributed import average_gradients, gather_samples, shard_frozen_base
@@ -70,6 +72,10 @@ class LinEASModule(L.LightningModule):
     total_steps)`` (partials: :mod:`lineas.training.optim`); both are recorded with the maps and in checkpoints.
     Defaults are those of the official code: Adam, lr 1e-3, betas (0.9, 0.9), cosine decay to lr*1e-3.
     With plain SGD the proximal step at ``tau = lr`` is the paper's Algorithm 1.
+    With ``control`` (prompts that should come out unchanged, e.g. neutral text), every step adds
+    ``control_weight`` times the control-preserving term (:meth:`control_change`): the first ``control_fit`` of
+    them, shuffled with ``control_seed``, are run with the maps and their pooled activations compared to the
+    base model's (not in the paper; the maps stay affine, so they merge as before).
     """
 
     def __init__(
@@ -89,6 +95,10 @@ class LinEASModule(L.LightningModule):
         prefix_cache: bool = False,
         clip: bool = False,
         clip_quantiles: Sequence[float] = (0.0, 100.0),
+        control: str | Path | Sequence[str] | None = None,
+        control_fit: int = 32,
+        control_weight: float = 1.0,
+        control_seed: int = 0,
     ) -> None:
         super().__init__()
         self.backbone = backbone
@@ -119,6 +129,13 @@ class LinEASModule(L.LightningModule):
             quantile_levels(clip_quantiles)  # refuse bad quantiles before any forward pass
         self.clip_quantiles = tuple(float(q) for q in clip_quantiles) if clip else None
         self.normalize = normalize
+        if control_weight < 0:
+            raise ConfigError(f"module.control_weight={control_weight}: give a weight >= 0")
+        if control is not None:
+            prompts = control if isinstance(control, (str, Path)) else list(control)
+            control = split_prompts(prompts, control_fit, control_seed, side="control")
+        self.control = control
+        self.control_weight = control_weight
         self.maps = AffineMaps(
             self.sites,
             dims,
@@ -135,6 +152,7 @@ class LinEASModule(L.LightningModule):
                 "optimizer": {**describe(self.optimizer_factory), "lr": lr},
                 "scheduler": describe(self.scheduler_factory),
                 "sparsity": self.sparsity.as_dict(),
+                "control": self._control_record(),
             },
         )
         self.maps.beta.requires_grad_(shift)
@@ -148,7 +166,15 @@ class LinEASModule(L.LightningModule):
         self._target_var: list[torch.Tensor] | None = None
         self._joint: list[tuple[list[torch.Tensor], list[torch.Tensor]]] = []  # concepts 2..K: fit targets, var
         self._val: list[list[torch.Tensor]] = []
+        self._control_base: list[torch.Tensor] = []  # per site, the base model's pooled control fit activations
+        self._control_var: list[torch.Tensor] = []
+        self._control_batches: list[dict[str, Any]] = []
         self._sharded = False
+
+    def _control_record(self) -> dict[str, Any] | None:
+        if self.control is None:
+            return None
+        return {"prompts": len(self.control["fit"]), "weight": self.control_weight}
 
     def _block_plan(
         self, checkpointing: bool, prefix_cache: bool, backbone: Backbone
@@ -277,8 +303,24 @@ class LinEASModule(L.LightningModule):
         if self.estimator != "lineas" and getattr(self.trainer.datamodule, "concepts", 1) > 1:
             raise ConfigError(f"estimator={self.estimator} fits one concept in closed form: a joint fit needs lineas")
         self._cache_targets()
+        if self.control is not None:
+            self._control_batches = [move_data_to_device(b, self.device) for b in self._batches(self.control["fit"])]
+            self._control_base = self.collect(self._control_batches, with_maps=False)
+            self._control_var = _variances(self._control_base)
         if self.estimator != "lineas":
             fit_incremental_(self.maps, self._collect_fit_site, ESTIMATORS[self.estimator], self.clip_quantiles)
+
+    def _batches(self, prompts: list[str]) -> list[dict[str, Any]]:
+        size = self.trainer.datamodule.eval_batch_size
+        return [self.backbone.collate(prompts[i : i + size]) for i in range(0, len(prompts), size)]
+
+    def control_change(self) -> torch.Tensor:
+        """Mean over sites of the mean over dimensions of the squared change of the control prompts' pooled
+        activations (maps on against the base model's), each dimension divided by its variance over them."""
+        pooled = [torch.cat(p) for p in zip(*(self.pooled(b, with_maps=True) for b in self._control_batches))]
+        return torch.stack(
+            [((p - b) ** 2 / v).mean() for p, b, v in zip(pooled, self._control_base, self._control_var)]
+        ).mean()
 
     def _collect_fit_site(self, side: str, site: int) -> torch.Tensor:
         dm = self.trainer.datamodule
@@ -300,6 +342,10 @@ class LinEASModule(L.LightningModule):
                 "rate, load the base in float32, or check the prompts; no maps were written"
             )
         loss = losses.mean()
+        if self.control is not None and self.control_weight > 0:
+            keep = self.control_change()
+            self.log("train/control", keep, prog_bar=True)
+            loss = loss + self.control_weight * keep
         self.log("train/loss", loss, prog_bar=True)
         self.log_dict({f"train/w2/{s}": v for s, v in zip(self.sites, losses.detach())})
         self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"])
@@ -343,6 +389,7 @@ class LinEASModule(L.LightningModule):
             "normalize": self.normalize,
             "shift": self.maps.info["shift"],
             "sparsity": self.sparsity.as_dict(),
+            "control": self._control_record(),
             "optimizer": self.maps.info["optimizer"],
             "scheduler": self.maps.info["scheduler"],
             "data": dm.fingerprint() if hasattr(dm, "fingerprint") else None,

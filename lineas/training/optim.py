@@ -44,10 +44,15 @@ def default_scheduler() -> SchedulerFactory:
     return functools.partial(cosine, min_lr_ratio=1e-3)
 
 
+def check_lr(lr: Any) -> None:
+    """Refuse, in one line, a learning rate that is not a positive finite number."""
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
+        raise ConfigError(f"module.lr={lr!r}: give a positive learning rate (e.g. 1e-3)")
+
+
 def make_optimizer(factory: OptimizerFactory, params: Iterable[torch.Tensor], lr: float) -> torch.optim.Optimizer:
     """``factory(params, lr=lr)``, with one clear error for a setting the optimizer refuses."""
-    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
-        raise ConfigError(f"module.lr={lr!r}: give a positive, finite learning rate")
+    check_lr(lr)
     try:
         return factory(list(params), lr=lr)
     except (TypeError, ValueError) as err:

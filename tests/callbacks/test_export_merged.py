@@ -24,6 +24,7 @@ def test_default_recipe_export_equals_steered_model(tmp_path):
         "trainer.val_check_interval=4",
         "trainer.enable_progress_bar=false",
         "callbacks.evaluate=null",
+        "callbacks.export_gguf=null",
         "module.sparsity.l1=0",
         r"module.sites=['model\.layers\.(3|11|20|29)\.mlp\.down_proj']",
     )

@@ -54,7 +54,7 @@ def assert_complete_or_absent(out) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("seed", [0, 1])
 def test_kill_during_fit_and_export(tmp_path, seed):
     rng = random.Random(seed)
     out = tmp_path / "run"

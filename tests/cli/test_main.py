@@ -34,7 +34,7 @@ CASES = {  # id: (entry point, arguments, what the one line says)
 }
 
 
-QUICK = {"train", "export"}  # the others are the same runner (lineas.cli.main.hydra_entry) as export
+QUICK = {"export"}  # the others are the same runner (lineas.cli.main.hydra_entry) as export
 
 
 @pytest.mark.parametrize("case", [c if c in QUICK else pytest.param(c, marks=pytest.mark.slow) for c in sorted(CASES)])
@@ -56,6 +56,7 @@ def test_user_error_is_one_line_and_exit_2(case, tmp_path):
     assert (tmp_path / "foreign" / "thesis.tex").read_text() == "x" and (tmp_path / "file").read_text() == "keep"
 
 
+@pytest.mark.slow  # spawns a process
 def test_a_key_of_the_wrong_type_names_the_key(tmp_path):
     proc = run_cli("lineas.train", "recipe=tiny", "trainer.max_steps=abc", f"output_dir={tmp_path / 'run'}")
     assert proc.returncode == 2, proc.stderr[-2000:]

@@ -83,6 +83,7 @@ def test_checkpoint_holds_maps_not_base_and_resumes(tmp_path):
     assert not torch.equal(resumed["state_dict"]["maps.omega.0"], state["state_dict"]["maps.omega.0"])
 
 
+@pytest.mark.slow  # spawns a process
 def test_cli_with_a_user_recipe_file(tmp_path):
     recipe = tmp_path / "my_recipe.yaml"
     recipe.write_text("""\
@@ -109,6 +110,7 @@ trainer:
     assert list((out / "tb").glob("events.out.tfevents.*"))
 
 
+@pytest.mark.slow  # spawns a process
 def test_cli_refuses_multirun_with_ddp(tmp_path):
     proc = run_cli(
         "lineas.train", "-m", "recipe=tiny", f"output_dir={tmp_path}", "trainer.devices=2", "trainer.strategy=ddp"
@@ -118,6 +120,7 @@ def test_cli_refuses_multirun_with_ddp(tmp_path):
     assert not (tmp_path / "0" / "maps").exists()
 
 
+@pytest.mark.slow  # spawns a process
 def test_cli_bad_recipe_file(tmp_path):
     recipe = tmp_path / "broken.yaml"
     recipe.write_text("module: {sites: [a, b}\n")
@@ -243,7 +246,7 @@ def test_second_run_into_the_same_folder_is_refused_and_changes_nothing(tmp_path
     second = run_cli("lineas.train", "recipe=tiny", "trainer.max_steps=5", f"output_dir={out}")
     assert second.returncode == 2, second.stderr[-2000:]
     assert [line for line in second.stderr.splitlines() if line.startswith("lineas.")] == [
-        line for line in second.stderr.splitlines() if "holds a run already" in line
+        line for line in second.stderr.splitlines() if "holds files already" in line
     ]
     assert snapshot(out) == before  # .hydra/, logs, maps, checkpoints: untouched
 

@@ -178,13 +178,15 @@ def test_adam_with_group_prox_converges_to_the_group_lasso_solution(rng):
     a = torch.full((D,), a0)
     c = torch.from_numpy(rng.normal(size=D)).float()
     l1, group = 0.2, 0.15
-    maps = _fit_quadratic(a, c, torch.zeros(D), Sparsity(l1=l1, group=group))
+    maps = _fit_quadratic(a, c, torch.zeros(D), Sparsity(l1=l1, group=group), steps=1000)
     s = c.sign() * (c.abs() - l1 / a0).clamp_min(0)
     u_star = s * max(0.0, 1 - group * math.sqrt(D) / (a0 * float(s.norm())))
     assert float(u_star.norm()) > 0.1
     torch.testing.assert_close(maps.omega[0].detach() - 1, u_star, atol=2e-3, rtol=0)
     # Above the group threshold the whole site goes back to identity.
-    zero = _fit_quadratic(a, c, torch.zeros(D), Sparsity(l1=l1, group=1.05 * a0 * float(s.norm()) / math.sqrt(D)))
+    zero = _fit_quadratic(
+        a, c, torch.zeros(D), Sparsity(l1=l1, group=1.05 * a0 * float(s.norm()) / math.sqrt(D)), steps=1000
+    )
     assert zero.support()["total"] == 0
 
 

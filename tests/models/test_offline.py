@@ -30,6 +30,7 @@ def test_converted_folder_reproduces_the_gguf_model():
     assert torch.equal(a, b)
 
 
+@pytest.mark.slow  # spawns a process
 def test_the_one_time_conversion_says_so_in_one_line(tmp_path):
     """On a fresh cache, the conversion prints one lineas line and none of transformers' progress bars."""
     code = "from lineas.models.offline import smollm2_dir; print(smollm2_dir())"

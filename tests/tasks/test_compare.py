@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 import lineas
@@ -15,6 +16,7 @@ from lineas.tasks.evaluate import evaluate
 from tests.helpers import compose_cfg, run_cli
 
 
+@pytest.mark.slow  # spawns a process
 def test_compare_cli_evaluates_every_maps_folder_like_evaluate(tmp_path):
     lineas_run, lact_run = tmp_path / "lineas", tmp_path / "lact"
     train(

@@ -42,6 +42,7 @@ def logits(model, batch, *maps_at):
         return logits(model, batch, *rest)
 
 
+@pytest.mark.slow  # merges, and reads a GGUF back
 def test_composed_folder_applies_live_and_merges(tiny_llama, two_folders, tmp_path):
     a_dir, b_dir = two_folders
     lineas.compose(maps=[a_dir, b_dir], strengths=STRENGTHS, output_dir=tmp_path / "ab")

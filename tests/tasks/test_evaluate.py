@@ -19,6 +19,7 @@ from lineas.tasks.evaluate import evaluate, run_evaluate
 from tests.helpers import compose_cfg, run_cli
 
 
+@pytest.mark.slow  # spawns a process
 def test_evaluate_cli_writes_metrics_plot_and_tensorboard(tmp_path):
     train(
         compose_cfg("recipe=tiny", f"output_dir={tmp_path}", "trainer.max_steps=5", "trainer.enable_progress_bar=false")

@@ -67,6 +67,7 @@ def exported(tmp_path_factory):
     return root, cases
 
 
+@pytest.mark.slow  # spawns a process
 def test_plain_transformers_reproduces_steered_logits(exported):
     root, cases = exported
     for i, case in enumerate(cases):
@@ -102,6 +103,7 @@ def test_plain_transformers_reproduces_steered_logits(exported):
         print(*row)
 
 
+@pytest.mark.slow  # exports every family (shared fixture)
 def test_export_writes_a_complete_folder(exported):
     _, cases = exported
     folder = cases[0]["folder"]
@@ -194,6 +196,7 @@ def test_maps_fitted_on_a_merged_checkpoint_run_on_it_and_chain_provenance(tmp_p
     assert record["base_merge"]["strength"] == 0.5 and record["base_merge"]["base_model"] == "tiny:llama"
 
 
+@pytest.mark.slow  # spawns a process
 def test_export_cli(tmp_path):
     backbone = lineas.CausalLM("tiny:llama")
     random_maps_for(backbone, "attn_in", scale=0.3).save(tmp_path / "maps")
@@ -216,6 +219,7 @@ def test_export_warns_outside_the_unit_interval_and_writes_files_by_the_umask(tm
     assert {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "out").iterdir()}["model.safetensors"] == 0o644
 
 
+@pytest.mark.slow  # spawns a process
 def test_export_of_non_finite_maps_is_one_line_naming_file_and_site(tmp_path):
     backbone = lineas.CausalLM("tiny:llama")
     maps = random_maps_for(backbone, "mlp_out", scale=0.3)
@@ -229,6 +233,7 @@ def test_export_of_non_finite_maps_is_one_line_naming_file_and_site(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow  # spawns a process
 def test_clipped_maps_refuse_to_export(tmp_path):
     clipped_maps().save(tmp_path / "m")
     with pytest.raises(MergeError, match=r"clipped.*module.clip=false"):

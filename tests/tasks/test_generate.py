@@ -133,6 +133,7 @@ def test_head_gets_contiguous_rows_during_generate_only(setup):
         spy.remove()
 
 
+@pytest.mark.slow  # spawns a process
 def test_cli_end_to_end(setup, tmp_path):
     root = setup["root"]
     prompts = tmp_path / "prompts.txt"

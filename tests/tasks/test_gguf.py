@@ -76,6 +76,7 @@ def agreement(runtime: LlamaCpp, reference) -> dict[str, float]:
     return {"max_abs_diff": max(diffs), "top1": float(np.mean(same)), "positions": len(same)}
 
 
+@pytest.mark.slow  # llama.cpp
 @llama_cpp
 @pytest.mark.parametrize("preset", ["mlp_out", "attn_in"])  # attn_in: shifts into q/k/v biases (rope row order)
 def test_tiny_llama_gguf_runs_in_llama_cpp_as_the_steered_model(tiny_llama, tmp_path, preset):

@@ -61,6 +61,7 @@ def test_checkpoint_records_what_it_was_fitted_on(tiny_run):
     assert len(record["data"]) == 64 and record["pooling"] == "mean" and record["estimator"] == "lineas"
 
 
+@pytest.mark.slow  # spawns a process
 def test_unreadable_checkpoint_is_one_clear_error(tmp_path, tiny_run):
     bad = tmp_path / "last.ckpt"
     bad.write_bytes((tiny_run / "checkpoints" / "last.ckpt").read_bytes()[:500])  # truncated

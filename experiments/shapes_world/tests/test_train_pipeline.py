@@ -36,6 +36,7 @@ def _tiny(work: Path, **kw) -> shapes_train.TrainConfig:
     return shapes_train.TrainConfig(**{**cfg, **kw})
 
 
+@pytest.mark.slow  # trains, is killed and resumes
 def test_training_is_seeded_and_a_killed_run_resumes_exactly(tmp_path, monkeypatch):
     straight = shapes_train.train(_tiny(tmp_path), tmp_path / "a", out=tmp_path / "out")
     with pytest.raises(ConfigError, match="fine-tuning started from denoiser step 4"):
