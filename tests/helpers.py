@@ -120,3 +120,16 @@ def run_cli(module: str, *args: str, timeout: int = 300) -> subprocess.Completed
     return subprocess.run(
         [sys.executable, "-m", module, *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env
     )
+
+
+def quiet_trainer(max_steps: int, **kwargs: Any) -> lightning.Trainer:
+    """A CPU Trainer that writes nothing and prints nothing (no logger, checkpoint, bar or summary)."""
+    defaults = {
+        "logger": False,
+        "enable_checkpointing": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+        "num_sanity_val_steps": 0,
+        "accelerator": "cpu",
+    }
+    return lightning.Trainer(max_steps=max_steps, **{**defaults, **kwargs})

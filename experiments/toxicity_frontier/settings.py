@@ -18,6 +18,7 @@ SITES = {
 OPTIMIZERS = {
     "adam30": ["optimizer=adam", "module.lr=3e-2", "trainer.max_steps=30"],
     "adam30lr1e-2": ["optimizer=adam", "module.lr=1e-2", "trainer.max_steps=30"],  # norm sites: 3e-2 diverges
+    "adam60": ["optimizer=adam", "module.lr=3e-2", "trainer.max_steps=60"],  # stage D: a longer fit
     "sgd100": ["optimizer=sgd", "module.lr=0.1", "trainer.max_steps=100"],
 }
 NORMALIZE = {"norm": ["module.normalize=true"], "raw": ["module.normalize=false"]}
@@ -54,12 +55,13 @@ def stage_b(best: str) -> dict[str, list[str]]:
     return out
 
 
-def stage_d(best: str) -> dict[str, list[str]]:
-    """The control-preserving term (neutral control sentences kept unchanged while fitting) on the best setting,
-    at two weights; the maps stay affine and mergeable."""
-    base = dict(stage_a()[0] | stage_a()[1])[best]
+def stage_d(best: str, weights: tuple[str, ...]) -> dict[str, list[str]]:
+    """The control-preserving term (neutral control sentences kept unchanged while fitting) on a setting of
+    stage A, at ``weights``; the maps stay affine and mergeable."""
+    sites, rest = best.split("-", 1)
+    base = setting(sites, *rest.rsplit("-", 1))[1]  # SITES-OPTIMIZER-NORMALIZE
     control = ["module.control=${lineas_data:neutral/control.txt}"]
-    return {f"{best}-ctl{w}": [*base, *control, f"module.control_weight={w}"] for w in ("1", "10")}
+    return {f"{best}-ctl{w}": [*base, *control, f"module.control_weight={w}"] for w in weights}
 
 
 FIRST, LATER = stage_a()
@@ -68,8 +70,19 @@ FIRST, LATER = stage_a()
 # the in-project Linear-AcT on the default recipe's sites (clipped, live only), for the test-set comparison
 BASELINES = {"linear_act": ["estimator=linear_act"]}
 SETTINGS: dict[str, list[str]] = (
-    FIRST | stage_b("mlp_out-adam30-norm") | LATER | stage_d("mlp_out-adam30-norm") | BASELINES
+    FIRST
+    | stage_b("mlp_out-adam30-norm")
+    | LATER
+    # stage D, added after stage A's first points: the control term on the best site set (weights 1 and 10
+    # first, then 3 between them) and on the authors' site set at the lr that converges
+    | stage_d("mlp_out-adam30-norm", ("1", "10", "3"))
+    | stage_d("mlp_in-adam30lr1e-2-norm", ("1",))
+    # and the best control point (strength 1 at +5.1%, just outside the budget) fitted twice as long
+    | stage_d("mlp_out-adam60-norm", ("1",))
+    | BASELINES
 )
 # reported on the test sets: today's default (stage A's mlp_out point), the authors' site set at the lr that
-# converges, and Linear-AcT
+# converges, and Linear-AcT;
 TEST = ["mlp_out-adam30-norm", "mlp_in-adam30lr1e-2-norm", "linear_act"]
+# stage D on the test sets: the rule's choice (weight 3) and the point closest to the target (weight 1)
+TEST += ["mlp_out-adam30-norm-ctl3", "mlp_out-adam30-norm-ctl1"]

@@ -126,6 +126,16 @@ def test_tiny_recipe_trains_draws_a_grid_and_exports(recipe, tmp_path, monkeypat
     assert Image.open(tmp_path / "g.png").size == (2 * 34 + 2, 2 * 34 + 2)
 
 
+def test_control_recipe_is_the_default_with_the_control_term_and_still_merges(tmp_path):
+    cfg = compose_cfg("recipe=toxicity_smollm2_control", f"output_dir={tmp_path}")
+    default = compose_cfg("recipe=toxicity_smollm2", f"output_dir={tmp_path}")
+    assert cfg.module.control.endswith("neutral/control.txt") and cfg.module.control_weight == 3.0
+    assert default.module.control is None
+    for key in ("control", "control_weight"):
+        cfg.module[key] = default.module[key]
+    assert cfg == default  # nothing else differs: the same fit, exports and evaluation
+
+
 def test_gated_recipe_fits_maps_and_gate_together_and_exports_nothing(tmp_path):
     cfg = compose_cfg("recipe=toxicity_smollm2_gated", f"output_dir={tmp_path}")
     assert cfg.module._target_ == "lineas.training.gated.GatedLinEASModule"

@@ -3,7 +3,6 @@ prompts closer to the base model than fits without it."""
 
 from __future__ import annotations
 
-import lightning as L
 import pytest
 import torch
 
@@ -12,6 +11,7 @@ from lineas.core.files import data_path
 from lineas.datamodules import PromptPairDataModule, split_prompts
 from lineas.tasks.gate import site_samples
 from lineas.training.module import LinEASModule, frozen_base_expected
+from tests.helpers import quiet_trainer
 
 SOURCE, TARGET = data_path("toxicity/toxic.txt"), data_path("tiny/polite.txt")
 CONTROL = data_path("neutral/control.txt")
@@ -22,15 +22,7 @@ def fit(tiny_llama, weight: float | None) -> LinEASModule:
     data = PromptPairDataModule(SOURCE, TARGET, collate_fn=tiny_llama.collate, batch_size=8, num_fit=32)
     control = {} if weight is None else {"control": CONTROL, "control_weight": weight}
     module = LinEASModule(tiny_llama, sites="mlp_out", lr=3e-2, normalize=True, **control)
-    trainer = L.Trainer(
-        max_steps=15,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        accelerator="cpu",
-    )
+    trainer = quiet_trainer(15, limit_val_batches=0)
     with frozen_base_expected():
         trainer.fit(module, datamodule=data)
     return module

@@ -13,6 +13,7 @@ from lineas.datamodules import PromptPairDataModule, split_prompts
 from lineas.tasks.gate import fit_posthoc, site_samples
 from lineas.training.gated import GatedLinEASModule
 from lineas.training.module import frozen_base_expected
+from tests.helpers import quiet_trainer
 
 SOURCE, TARGET = data_path("toxicity/toxic.txt"), data_path("tiny/polite.txt")
 CONTROL = data_path("neutral/control.txt")
@@ -40,18 +41,7 @@ def fitted(tiny_llama):
     data = PromptPairDataModule(SOURCE, TARGET, collate_fn=tiny_llama.collate, batch_size=8, num_fit=32)
     module = GatedLinEASModule(tiny_llama, control=CONTROL, sites="mlp_out", lr=3e-2, threshold=0.0)
     snaps = GateSnapshots()
-    trainer = L.Trainer(
-        max_steps=3,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        check_val_every_n_epoch=None,
-        val_check_interval=3,
-        accelerator="cpu",
-        callbacks=[snaps],
-    )
+    trainer = quiet_trainer(3, check_val_every_n_epoch=None, val_check_interval=3, callbacks=[snaps])
     with frozen_base_expected():
         trainer.fit(module, datamodule=data)
     return module, data, snaps, trainer
