@@ -133,7 +133,7 @@ class LinEASModule(L.LightningModule):
             raise ConfigError(f"module.control_weight={control_weight}: give a weight >= 0")
         if control is not None:
             prompts = control if isinstance(control, (str, Path)) else list(control)
-            control = split_prompts(prompts, control_fit, control_seed, side="control")
+            control = split_prompts(prompts, control_fit, seed=control_seed, side="control")
         self.control = control
         self.control_weight = control_weight
         self.maps = AffineMaps(
