@@ -28,6 +28,7 @@ def fit(
     target: str | Path | list[str],
     sites: str | Sequence[str] = "default",
     *,
+    dtype: str = "float32",
     steps: int = 1000,
     lr: float = 1e-3,
     optimizer: OptimizerFactory | None = None,
@@ -53,7 +54,8 @@ def fit(
 ) -> AffineMaps:
     """Fit LinEAS maps that move ``source`` prompts' activations towards ``target``'s.
 
-    ``model`` is a model spec (hub id, folder, ``offline:...``, ``tiny:...``) or a :class:`Backbone`;
+    ``model`` is a model spec (hub id, folder, ``offline:...``, ``tiny:...``), loaded in ``dtype`` (``auto``:
+    bfloat16 where the hardware computes it, as the default recipe), or a :class:`Backbone`;
     ``source``/``target`` are prompt files or lists; the other arguments are those of
     :class:`LinEASModule` and :class:`PromptPairDataModule` (``optimizer``, e.g.
     ``functools.partial(torch.optim.SGD, momentum=0.9)``, is called with the params and ``lr``; ``control``,
@@ -70,7 +72,7 @@ def fit(
     if output_dir is not None:
         claim.check()  # refused before any model loads
     L.seed_everything(seed, verbose=False)
-    backbone = CausalLM(model) if isinstance(model, str) else model
+    backbone = CausalLM(model, dtype=dtype) if isinstance(model, str) else model
     datamodule = PromptPairDataModule(
         source,
         target,
