@@ -56,4 +56,4 @@ class InterruptCheckpoint(L.Callback):
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         if isinstance(exception, SIGTERMException):
             self.signum = self.signum or signal.SIGTERM
-            trainer.save_checkpoint(self.path)
+            trainer.save_checkpoint(self.path, weights_only=False)  # optimizer and loop states: resume is exact

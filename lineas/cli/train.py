@@ -68,7 +68,8 @@ def train(cfg: DictConfig) -> Path:
                 128 + (interrupt.signum or signal.SIGTERM),
             ) from None
     if trainer.checkpoint_callback is not None:  # last.ckpt holds the final step, as the maps do
-        trainer.save_checkpoint(Path(trainer.checkpoint_callback.dirpath) / "last.ckpt")
+        # a full checkpoint (optimizer and loop states, for resume=); saying so keeps Lightning from logging it
+        trainer.save_checkpoint(Path(trainer.checkpoint_callback.dirpath) / "last.ckpt", weights_only=False)
     if trainer.is_global_zero:
         print(outputs_table(out), flush=True)
     return out
