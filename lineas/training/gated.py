@@ -60,7 +60,9 @@ class GatedLinEASModule(LinEASModule):
             (side, split): self.collect(self._batches(prompts[split]), with_maps=False)
             for side, prompts in (("source", source), ("control", self.control))
             for split in ("fit", "heldout")
+            if (side, split) != ("control", "fit")
         }
+        base["control", "fit"] = self._control_base  # pooled by LinEASModule for the control term
         self.maps.gate.fit_(
             base["source", "fit"],
             base["control", "fit"],
