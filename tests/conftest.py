@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import lineas
+from tests.helpers import fair_threads
 
 
 def _seed_of(request: pytest.FixtureRequest) -> int:
@@ -21,18 +22,24 @@ def _seed_of(request: pytest.FixtureRequest) -> int:
 @pytest.fixture(scope="session", autouse=True)
 def _one_thread():
     """The models here are tiny: one intra-op thread is as fast, and far faster on a busy 2-core machine
-    (idle worker threads spin against the other processes)."""
-    saved = torch.get_num_threads()
+    (idle worker threads spin against the other processes). The processes tests start get this worker's share
+    of the cores (OMP_NUM_THREADS, unless it is set)."""
+    saved, env = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
     torch.set_num_threads(1)
+    os.environ.setdefault("OMP_NUM_THREADS", str(fair_threads()))
     yield
     torch.set_num_threads(saved)
+    if env is None:
+        del os.environ["OMP_NUM_THREADS"]
 
 
 @pytest.fixture
 def all_threads():
-    """Every core for the test (for the real SmolLM2 weights; the session default is one thread)."""
+    """Every core this test's worker may use (for the real SmolLM2 weights; the session default is one thread):
+    all of them on one worker, an equal share under pytest-xdist (more threads than cores spin against each
+    other)."""
     saved = torch.get_num_threads()
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    torch.set_num_threads(fair_threads())
     yield
     torch.set_num_threads(saved)
 

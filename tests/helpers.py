@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -113,13 +115,52 @@ class SaveFirstGradients(lightning.Callback):
             safetensors.torch.save_file(grads, self.path)
 
 
+def fair_threads() -> int:
+    """The cores one test process may use: all of them, or an equal share among pytest-xdist's workers."""
+    return max(1, (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+
+
 def run_cli(module: str, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    """``python -m module args...`` in a fresh process; returns the completed process (text output)."""
+    """``python -m module args...`` (``module`` ``-c``: ``python -c CODE args...``) in a fresh process; returns the
+    completed process (text output)."""
     path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))  # tests.helpers importable
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "PYTHONPATH": path}
+    flag = [] if module == "-c" else ["-m"]
     return subprocess.run(
-        [sys.executable, "-m", module, *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env
+        [sys.executable, *flag, module, *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env
     )
+
+
+# Runs each command line of a JSON list as `python -m MODULE ARGS...` would, one after the other in this one
+# process, and writes, as JSON to the file named second, each one's exit status and what it wrote to stdout and
+# stderr (an uncaught exception: its traceback, status 1).
+_CASES_DRIVER = """
+import contextlib, io, json, runpy, sys, traceback, warnings
+warnings.simplefilter("ignore")
+cases, path, results = json.loads(sys.argv[1]), sys.argv[2], []
+for module, args in cases:
+    sys.argv, out, err, code = [module, *args], io.StringIO(), io.StringIO(), 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            runpy.run_module(module, run_name="__main__", alter_sys=True)
+        except SystemExit as stop:
+            code = stop.code if isinstance(stop.code, int) else 1
+        except BaseException:
+            traceback.print_exc()
+            code = 1
+    results.append([code, out.getvalue(), err.getvalue()])
+open(path, "w").write(json.dumps(results))
+"""
+
+
+def run_cli_cases(cases: Sequence[tuple[str, Sequence[str]]], timeout: int = 600) -> list[tuple[int, str, str]]:
+    """``python -m module args...`` for each ``(module, args)``, run one after the other in ONE fresh process
+    (a process start is most of a short command's cost); returns each one's exit status, stdout and stderr."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "results.json"
+        proc = run_cli("-c", _CASES_DRIVER, json.dumps([[m, list(a)] for m, a in cases]), str(path), timeout=timeout)
+        assert proc.returncode == 0 and path.is_file(), proc.stderr[-2000:]
+        return [tuple(r) for r in json.loads(path.read_text())]
 
 
 def quiet_trainer(max_steps: int, **kwargs: Any) -> lightning.Trainer:

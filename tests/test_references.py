@@ -110,7 +110,7 @@ def python_blocks(markdown: str) -> list[str]:
     return re.findall(r"^```python\n(.*?)^```", markdown, re.M | re.S)
 
 
-@pytest.mark.slow  # fits SmolLM2 for 30 steps
+@pytest.mark.slow  # fits SmolLM2 for 15 steps
 def test_the_readme_python_runs_as_written(tmp_path, monkeypatch, capsys, all_threads):
     blocks = python_blocks((ROOT / "README.md").read_text())
     assert blocks, "the README has no Python block"

@@ -15,7 +15,7 @@ from tests.helpers import compose_cfg
 
 
 @pytest.mark.slow
-@pytest.mark.usefixtures("all_threads")  # the real SmolLM2 weights: ~1 min
+@pytest.mark.usefixtures("all_threads")  # the real SmolLM2 weights
 def test_default_recipe_export_equals_steered_model(tmp_path):
     cfg = compose_cfg(
         "recipe=toxicity_smollm2",
@@ -26,7 +26,8 @@ def test_default_recipe_export_equals_steered_model(tmp_path):
         "callbacks.evaluate=null",
         "callbacks.export_gguf=null",
         "module.sparsity.l1=0",
-        r"module.sites=['model\.layers\.(3|11|20|29)\.mlp\.down_proj']",
+        r"module.sites=['model\.layers\.(3|7|11)\.mlp\.down_proj']",  # layer 11: the massive activation; the
+        # fit stops there (early exit)
     )
     train(cfg)
     assert json.loads((tmp_path / "merged" / "config.json").read_text())["mlp_bias"] is True

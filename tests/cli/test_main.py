@@ -7,7 +7,7 @@ import errno
 import pytest
 
 from lineas.cli.main import user_error
-from tests.helpers import run_cli
+from tests.helpers import run_cli, run_cli_cases
 
 CASES = {  # id: (entry point, arguments, what the one line says)
     "train": ("train", ["recipe=tiny", "data.source=no_such_prompts.txt"], "prompt file no_such_prompts.txt does not"),
@@ -22,6 +22,7 @@ CASES = {  # id: (entry point, arguments, what the one line says)
     "train-batch": ("train", ["recipe=tiny", "data.batch_size=0"], "data.batch_size=0"),
     "train-steps": ("train", ["recipe=tiny", "trainer.max_steps=-1"], "trainer.max_steps=-1 (no step limit) needs"),
     "train-num-fit": ("train", ["recipe=tiny", "data.num_fit=-5"], "data.num_fit=-5"),
+    "train-type": ("train", ["recipe=tiny", "trainer.max_steps=abc"], "trainer.max_steps='abc': give a whole number"),
     "train-overwrite": ("train", ["recipe=tiny", "output_dir=FOREIGN", "overwrite=true"], "not written by lineas"),
     "generate-temperature": (
         "generate",
@@ -34,33 +35,51 @@ CASES = {  # id: (entry point, arguments, what the one line says)
 }
 
 
-QUICK = {"export"}  # the others are the same runner (lineas.cli.main.hydra_entry) as export
+@pytest.fixture(scope="module")
+def refused(tmp_path_factory):
+    """Every case of CASES in its own folder, run in ONE process (``run_cli_cases``); ``export`` alone also in a
+    process of its own, in the quick suite (``test_one_refusal_in_a_fresh_process``)."""
+    folders = {case: _folder(tmp_path_factory.mktemp(case)) for case in CASES}
+    results = run_cli_cases([(f"lineas.{CASES[c][0]}", _args(c, folders[c])) for c in CASES])
+    return {case: (folders[case], code, err) for case, (code, _, err) in zip(CASES, results)}
 
 
-@pytest.mark.parametrize("case", [c if c in QUICK else pytest.param(c, marks=pytest.mark.slow) for c in sorted(CASES)])
-def test_user_error_is_one_line_and_exit_2(case, tmp_path):
-    name, args, message = CASES[case]
+def _folder(tmp_path):
     (tmp_path / "foreign").mkdir()
     (tmp_path / "foreign" / "thesis.tex").write_text("x")
     (tmp_path / "file").write_text("keep")
+    return tmp_path
+
+
+def _args(case, tmp_path):
+    name, args, _ = CASES[case]
     subs = {"OUT": tmp_path / "out", "FOREIGN": tmp_path / "foreign", "FILE": tmp_path / "file"}
     args = [next((a.replace(k, str(v)) for k, v in subs.items() if a.endswith("=" + k)), a) for a in args]
     if name == "train" and not any(a.startswith("output_dir=") for a in args):
         args.append(f"output_dir={tmp_path / 'run'}")
-    proc = run_cli(f"lineas.{name}", *args)
-    assert proc.returncode == 2, proc.stderr[-2000:]
-    lines = [line for line in proc.stderr.splitlines() if line.startswith("lineas.")]
-    assert len(lines) == 1 and lines[0].startswith(f"lineas.{name}: ") and message in lines[0], proc.stderr[-2000:]
-    assert "Traceback" not in proc.stderr
+    return args
+
+
+def _check(case, tmp_path, code, stderr):
+    name, _, message = CASES[case]
+    assert code == 2, stderr[-2000:]
+    lines = [line for line in stderr.splitlines() if line.startswith("lineas.")]
+    assert len(lines) == 1 and lines[0].startswith(f"lineas.{name}: ") and message in lines[0], stderr[-2000:]
+    assert "Traceback" not in stderr
     assert not (tmp_path / "out").exists()
     assert (tmp_path / "foreign" / "thesis.tex").read_text() == "x" and (tmp_path / "file").read_text() == "keep"
 
 
-@pytest.mark.slow  # spawns a process
-def test_a_key_of_the_wrong_type_names_the_key(tmp_path):
-    proc = run_cli("lineas.train", "recipe=tiny", "trainer.max_steps=abc", f"output_dir={tmp_path / 'run'}")
-    assert proc.returncode == 2, proc.stderr[-2000:]
-    assert "lineas.train: trainer.max_steps='abc': give a whole number of optimizer steps" in proc.stderr
+@pytest.mark.slow  # spawns a process (one for all cases)
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_user_error_is_one_line_and_exit_2(case, refused):
+    _check(case, *refused[case])
+
+
+def test_one_refusal_in_a_fresh_process(tmp_path):
+    """As a user runs it: ``python -m lineas.export`` on a missing maps folder, in a process of its own."""
+    proc = run_cli("lineas.export", *_args("export", _folder(tmp_path)))
+    _check("export", tmp_path, proc.returncode, proc.stderr)
 
 
 def test_a_full_disk_is_a_user_error_naming_the_file():

@@ -18,7 +18,7 @@ import lineas
 from lineas.cli.train import claim_output_dir, train
 from lineas.core.outputs import MARKER, mark
 from lineas.training.resume import read_checkpoint
-from tests.helpers import ROOT, compose_cfg, run_cli
+from tests.helpers import ROOT, compose_cfg, run_cli, run_cli_cases
 
 
 @pytest.fixture(scope="module")
@@ -83,10 +83,7 @@ def test_checkpoint_holds_maps_not_base_and_resumes(tmp_path):
     assert not torch.equal(resumed["state_dict"]["maps.omega.0"], state["state_dict"]["maps.omega.0"])
 
 
-@pytest.mark.slow  # spawns a process
-def test_cli_with_a_user_recipe_file(tmp_path):
-    recipe = tmp_path / "my_recipe.yaml"
-    recipe.write_text("""\
+USER_RECIPE = """\
 # @package _global_
 backbone:
   model: tiny:llama
@@ -100,34 +97,58 @@ module:
 trainer:
   max_steps: 5
   accelerator: cpu
-""")
-    out = tmp_path / "out"
-    proc = run_cli("lineas.train", f"recipe={recipe}", f"output_dir={out}")
-    assert proc.returncode == 0, proc.stderr[-2000:]
+"""
+
+
+@pytest.fixture(scope="module")
+def commands(tmp_path_factory):
+    """The short commands of this file, run one after the other in ONE process (``run_cli_cases``): the folder
+    they ran in and, per command, its exit status, stdout and stderr."""
+    tmp = tmp_path_factory.mktemp("commands")
+    (tmp / "my_recipe.yaml").write_text(USER_RECIPE)
+    (tmp / "broken.yaml").write_text("module: {sites: [a, b}\n")
+    run = fake_run(tmp / "fake" / "run")
+    (tmp / "fake_before.json").write_text(json.dumps(snapshot(run)))
+    cases = {
+        "recipe": [f"recipe={tmp / 'my_recipe.yaml'}", f"output_dir={tmp / 'out'}"],
+        "multirun": ["-m", "recipe=tiny", f"output_dir={tmp / 'multi'}", "trainer.devices=2", "trainer.strategy=ddp"],
+        "broken": [f"recipe={tmp / 'broken.yaml'}", f"output_dir={tmp / 'broken_out'}"],
+        "cfg": ["recipe=tiny", f"output_dir={run}", "overwrite=true", "--cfg", "job"],
+        "typo": ["recipe=tiny", f"output_dir={run}", "overwrite=true", "module.lrr=1"],
+        "help": ["--help"],
+    }
+    results = run_cli_cases([("lineas.train", args) for args in cases.values()])
+    return tmp, dict(zip(cases, results))
+
+
+@pytest.mark.slow  # spawns a process (the commands fixture)
+def test_cli_with_a_user_recipe_file(commands):
+    tmp, ran = commands
+    code, _, stderr = ran["recipe"]
+    assert code == 0, stderr[-2000:]
+    out = tmp / "out"
     meta = json.loads((out / "maps" / "lineas.json").read_text())
     assert [s["site"] for s in meta["sites"]] == [f"model.layers.{i}.input_layernorm" for i in range(4)]
     assert (out / ".hydra" / "config.yaml").is_file()
     assert list((out / "tb").glob("events.out.tfevents.*"))
 
 
-@pytest.mark.slow  # spawns a process
-def test_cli_refuses_multirun_with_ddp(tmp_path):
-    proc = run_cli(
-        "lineas.train", "-m", "recipe=tiny", f"output_dir={tmp_path}", "trainer.devices=2", "trainer.strategy=ddp"
-    )
-    assert proc.returncode != 0
-    assert "multirun" in (proc.stdout + proc.stderr).lower()
-    assert not (tmp_path / "0" / "maps").exists()
+@pytest.mark.slow  # spawns a process (the commands fixture)
+def test_cli_refuses_multirun_with_ddp(commands):
+    tmp, ran = commands
+    code, stdout, stderr = ran["multirun"]
+    assert code != 0
+    assert "multirun" in (stdout + stderr).lower()
+    assert not (tmp / "multi" / "0" / "maps").exists()
 
 
-@pytest.mark.slow  # spawns a process
-def test_cli_bad_recipe_file(tmp_path):
-    recipe = tmp_path / "broken.yaml"
-    recipe.write_text("module: {sites: [a, b}\n")
-    proc = run_cli("lineas.train", f"recipe={recipe}", f"output_dir={tmp_path / 'out'}")
-    assert proc.returncode != 0
-    assert f"recipe file {recipe} is not valid YAML" in proc.stderr
-    assert not (tmp_path / "out").exists()
+@pytest.mark.slow  # spawns a process (the commands fixture)
+def test_cli_bad_recipe_file(commands):
+    tmp, ran = commands
+    code, _, stderr = ran["broken"]
+    assert code != 0
+    assert f"recipe file {tmp / 'broken.yaml'} is not valid YAML" in stderr
+    assert not (tmp / "broken_out").exists()
 
 
 def test_a_pattern_matching_nothing_is_named_with_examples(tmp_path):
@@ -251,16 +272,15 @@ def test_second_run_into_the_same_folder_is_refused_and_changes_nothing(tmp_path
     assert snapshot(out) == before  # .hydra/, logs, maps, checkpoints: untouched
 
 
-@pytest.mark.slow  # CLI runs
-def test_cfg_job_and_a_typo_with_overwrite_leave_the_run_as_it_was(tmp_path):
-    run = fake_run(tmp_path / "run")
-    before = snapshot(run)
-    shown = run_cli("lineas.train", "recipe=tiny", f"output_dir={run}", "overwrite=true", "--cfg", "job")
-    assert shown.returncode == 0 and "max_steps" in shown.stdout, shown.stderr[-2000:]
-    typo = run_cli("lineas.train", "recipe=tiny", f"output_dir={run}", "overwrite=true", "module.lrr=1")
-    assert typo.returncode != 0 and "lrr" in typo.stderr
-    assert snapshot(run) == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+@pytest.mark.slow  # spawns a process (the commands fixture)
+def test_cfg_job_and_a_typo_with_overwrite_leave_the_run_as_it_was(commands):
+    tmp, ran = commands
+    code, stdout, stderr = ran["cfg"]
+    assert code == 0 and "max_steps" in stdout, stderr[-2000:]
+    code, _, stderr = ran["typo"]
+    assert code != 0 and "lrr" in stderr
+    assert snapshot(tmp / "fake" / "run") == json.loads((tmp / "fake_before.json").read_text())
+    assert sorted(p.name for p in (tmp / "fake").iterdir()) == ["run"]
 
 
 @pytest.mark.slow  # three CLI runs at once
@@ -317,13 +337,13 @@ def test_a_backbone_or_data_that_cannot_be_used_is_one_error(tmp_path, args, mat
         train(compose_cfg(*args, f"output_dir={tmp_path / 'run'}", "trainer.enable_progress_bar=false"))
 
 
-@pytest.mark.slow  # a CLI process
-def test_help_says_what_the_tool_does_with_examples_that_compose():
-    proc = run_cli("lineas.train", "--help")
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert proc.stdout.startswith("python -m lineas.train: fit LinEAS steering maps")
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("  python -m lineas.train")]
+@pytest.mark.slow  # spawns a process (the commands fixture)
+def test_help_says_what_the_tool_does_with_examples_that_compose(commands):
+    code, stdout, stderr = commands[1]["help"]
+    assert code == 0, stderr[-2000:]
+    assert stdout.startswith("python -m lineas.train: fit LinEAS steering maps")
+    lines = [line for line in stdout.splitlines() if line.startswith("  python -m lineas.train")]
     examples = [line.split("#")[0].split()[3:] for line in lines]
-    assert len(examples) >= 4 and "== Config ==" in proc.stdout
+    assert len(examples) >= 4 and "== Config ==" in stdout
     for overrides in examples:  # every example composes into a valid config
         compose_cfg(*overrides)

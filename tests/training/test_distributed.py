@@ -9,26 +9,37 @@ import safetensors.torch
 import torch
 
 import lineas
-from tests.helpers import run_cli
+from lineas.cli.train import train
+from tests.helpers import compose_cfg, run_cli
 
 pytestmark = pytest.mark.slow
 TWO_RANKS = ("trainer.accelerator=cpu", "trainer.devices=2")
 
 
 def fit(out, *extra: str) -> tuple[lineas.AffineMaps, dict[str, torch.Tensor], str]:
-    """The maps after 3 steps, the gradients of the first step and the run's stdout."""
+    """The maps after 3 steps, the gradients of the first step and the run's stdout (a CLI process: DDP and FSDP
+    relaunch it); with one process and no stdout needed, :func:`fit_here` saves the process's start."""
+    proc = run_cli("lineas.train", *_args(out, extra))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return lineas.load_maps(out / "maps"), safetensors.torch.load_file(out / "grads.safetensors"), proc.stdout
+
+
+def fit_here(out, *extra: str) -> tuple[lineas.AffineMaps, dict[str, torch.Tensor], str]:
+    """:func:`fit` in this process (one process only; no stdout)."""
+    train(compose_cfg(*_args(out, extra)))
+    return lineas.load_maps(out / "maps"), safetensors.torch.load_file(out / "grads.safetensors"), ""
+
+
+def _args(out, extra: tuple[str, ...]) -> list[str]:
     grads = out / "grads.safetensors"
-    proc = run_cli(
-        "lineas.train",
+    return [
         "recipe=tiny",
         f"output_dir={out}",
         "trainer.enable_progress_bar=false",
         "trainer.max_steps=3",
         f'+callbacks.grads={{_target_:tests.helpers.SaveFirstGradients,path:"{grads}"}}',
         *extra,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return lineas.load_maps(out / "maps"), safetensors.torch.load_file(grads), proc.stdout
+    ]
 
 
 def max_diff(a: lineas.AffineMaps, b: lineas.AffineMaps) -> float:
@@ -58,7 +69,7 @@ def one_process(tmp_path_factory):
 
     def get(pooling: str = "mean") -> tuple[lineas.AffineMaps, dict[str, torch.Tensor], str]:
         if pooling not in runs:
-            runs[pooling] = fit(
+            runs[pooling] = fit_here(
                 tmp_path_factory.mktemp(f"one_{pooling}"), "data.batch_size=32", LR, f"module.pooling={pooling}"
             )
         return runs[pooling]
@@ -85,7 +96,7 @@ def test_ddp_equals_one_process_on_the_global_batch(tmp_path, one_process, pooli
 
 def test_half_batch_without_gather_would_differ(tmp_path, one_process):
     # The checks above are not vacuous: one process on 16 of the 32 prompts gives other gradients.
-    _, half_grads, _ = fit(tmp_path / "half", "data.batch_size=16", LR)
+    _, half_grads, _ = fit_here(tmp_path / "half", "data.batch_size=16", LR)
     assert max_rel_diff(one_process()[1], half_grads) > 1e-2
 
 
