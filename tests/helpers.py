@@ -144,7 +144,7 @@ for module, args in cases:
         try:
             runpy.run_module(module, run_name="__main__", alter_sys=True)
         except SystemExit as stop:
-            code = stop.code if isinstance(stop.code, int) else 1
+            code = 0 if stop.code is None else stop.code if isinstance(stop.code, int) else 1
         except BaseException:
             traceback.print_exc()
             code = 1
