@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -103,12 +104,12 @@ trainer:
 @pytest.fixture(scope="module")
 def commands(tmp_path_factory):
     """The short commands of this file, run one after the other in ONE process (``run_cli_cases``): the folder
-    they ran in and, per command, its exit status, stdout and stderr."""
+    they ran in, per command its exit status, stdout and stderr, and the fake run's files before they ran."""
     tmp = tmp_path_factory.mktemp("commands")
     (tmp / "my_recipe.yaml").write_text(USER_RECIPE)
     (tmp / "broken.yaml").write_text("module: {sites: [a, b}\n")
     run = fake_run(tmp / "fake" / "run")
-    (tmp / "fake_before.json").write_text(json.dumps(snapshot(run)))
+    before = snapshot(run)
     cases = {
         "recipe": [f"recipe={tmp / 'my_recipe.yaml'}", f"output_dir={tmp / 'out'}"],
         "multirun": ["-m", "recipe=tiny", f"output_dir={tmp / 'multi'}", "trainer.devices=2", "trainer.strategy=ddp"],
@@ -118,15 +119,14 @@ def commands(tmp_path_factory):
         "help": ["--help"],
     }
     results = run_cli_cases([("lineas.train", args) for args in cases.values()])
-    return tmp, dict(zip(cases, results))
+    return SimpleNamespace(folder=tmp, ran=dict(zip(cases, results)), fake_before=before)
 
 
 @pytest.mark.slow  # spawns a process (the commands fixture)
 def test_cli_with_a_user_recipe_file(commands):
-    tmp, ran = commands
-    code, _, stderr = ran["recipe"]
+    code, _, stderr = commands.ran["recipe"]
     assert code == 0, stderr[-2000:]
-    out = tmp / "out"
+    out = commands.folder / "out"
     meta = json.loads((out / "maps" / "lineas.json").read_text())
     assert [s["site"] for s in meta["sites"]] == [f"model.layers.{i}.input_layernorm" for i in range(4)]
     assert (out / ".hydra" / "config.yaml").is_file()
@@ -135,20 +135,18 @@ def test_cli_with_a_user_recipe_file(commands):
 
 @pytest.mark.slow  # spawns a process (the commands fixture)
 def test_cli_refuses_multirun_with_ddp(commands):
-    tmp, ran = commands
-    code, stdout, stderr = ran["multirun"]
+    code, stdout, stderr = commands.ran["multirun"]
     assert code != 0
     assert "multirun" in (stdout + stderr).lower()
-    assert not (tmp / "multi" / "0" / "maps").exists()
+    assert not (commands.folder / "multi" / "0" / "maps").exists()
 
 
 @pytest.mark.slow  # spawns a process (the commands fixture)
 def test_cli_bad_recipe_file(commands):
-    tmp, ran = commands
-    code, _, stderr = ran["broken"]
+    code, _, stderr = commands.ran["broken"]
     assert code != 0
-    assert f"recipe file {tmp / 'broken.yaml'} is not valid YAML" in stderr
-    assert not (tmp / "broken_out").exists()
+    assert f"recipe file {commands.folder / 'broken.yaml'} is not valid YAML" in stderr
+    assert not (commands.folder / "broken_out").exists()
 
 
 def test_a_pattern_matching_nothing_is_named_with_examples(tmp_path):
@@ -274,13 +272,13 @@ def test_second_run_into_the_same_folder_is_refused_and_changes_nothing(tmp_path
 
 @pytest.mark.slow  # spawns a process (the commands fixture)
 def test_cfg_job_and_a_typo_with_overwrite_leave_the_run_as_it_was(commands):
-    tmp, ran = commands
-    code, stdout, stderr = ran["cfg"]
+    code, stdout, stderr = commands.ran["cfg"]
     assert code == 0 and "max_steps" in stdout, stderr[-2000:]
-    code, _, stderr = ran["typo"]
+    code, _, stderr = commands.ran["typo"]
     assert code != 0 and "lrr" in stderr
-    assert snapshot(tmp / "fake" / "run") == json.loads((tmp / "fake_before.json").read_text())
-    assert sorted(p.name for p in (tmp / "fake").iterdir()) == ["run"]
+    fake = commands.folder / "fake"
+    assert snapshot(fake / "run") == commands.fake_before
+    assert sorted(p.name for p in fake.iterdir()) == ["run"]
 
 
 @pytest.mark.slow  # three CLI runs at once
@@ -339,7 +337,7 @@ def test_a_backbone_or_data_that_cannot_be_used_is_one_error(tmp_path, args, mat
 
 @pytest.mark.slow  # spawns a process (the commands fixture)
 def test_help_says_what_the_tool_does_with_examples_that_compose(commands):
-    code, stdout, stderr = commands[1]["help"]
+    code, stdout, stderr = commands.ran["help"]
     assert code == 0, stderr[-2000:]
     assert stdout.startswith("python -m lineas.train: fit LinEAS steering maps")
     lines = [line for line in stdout.splitlines() if line.startswith("  python -m lineas.train")]

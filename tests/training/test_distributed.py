@@ -21,13 +21,17 @@ def fit(out, *extra: str) -> tuple[lineas.AffineMaps, dict[str, torch.Tensor], s
     relaunch it); with one process and no stdout needed, :func:`fit_here` saves the process's start."""
     proc = run_cli("lineas.train", *_args(out, extra))
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return lineas.load_maps(out / "maps"), safetensors.torch.load_file(out / "grads.safetensors"), proc.stdout
+    return *_fitted(out), proc.stdout
 
 
 def fit_here(out, *extra: str) -> tuple[lineas.AffineMaps, dict[str, torch.Tensor], str]:
     """:func:`fit` in this process (one process only; no stdout)."""
     train(compose_cfg(*_args(out, extra)))
-    return lineas.load_maps(out / "maps"), safetensors.torch.load_file(out / "grads.safetensors"), ""
+    return *_fitted(out), ""
+
+
+def _fitted(out) -> tuple[lineas.AffineMaps, dict[str, torch.Tensor]]:
+    return lineas.load_maps(out / "maps"), safetensors.torch.load_file(out / "grads.safetensors")
 
 
 def _args(out, extra: tuple[str, ...]) -> list[str]:
