@@ -22,15 +22,11 @@ from typing import Any, Callable, Iterator
 
 T0 = time.perf_counter()
 
-import lightning as L  # noqa: E402
 import torch  # noqa: E402
-from hydra import compose, initialize_config_module  # noqa: E402
-from hydra.utils import instantiate  # noqa: E402
 from lightning.pytorch.loggers import TensorBoardLogger  # noqa: E402
 
 import lineas  # noqa: E402
-from lineas.cli.recipes import register  # noqa: E402
-from lineas.training.module import frozen_base_expected  # noqa: E402
+from lineas.training.job import build_fit, train_config  # noqa: E402
 
 CALLBACK_STAGES = {
     "SaveMaps": "save maps",
@@ -68,29 +64,19 @@ class Clock:
 def run(overrides: list[str], output_dir: str) -> tuple[Clock, float]:
     clock = Clock()
     clock.seconds["imports"] = time.perf_counter() - T0
-    register()
-    with initialize_config_module("lineas.conf", version_base="1.3"):
-        cfg = compose("train", overrides=[f"output_dir={output_dir}", *overrides])
+    cfg = train_config(f"output_dir={output_dir}", *overrides)
     start = time.perf_counter()
-    L.seed_everything(cfg.seed, workers=True, verbose=False)  # as python -m lineas.train does
-    with clock.stage("model load"):
-        backbone = instantiate(cfg.backbone)
-    with clock.stage("data"):
-        datamodule = instantiate(cfg.data, collate_fn=backbone.collate)
-    with clock.stage("module set-up (site probe)"):
-        module = instantiate(cfg.module, backbone=backbone)
-    clock.wrap(module, "_cache_targets", "target caching")
-    callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
-    for cb in callbacks:
+    job = build_fit(cfg, logger=TensorBoardLogger(output_dir, name="tb", version=""), stage=clock.stage)
+    clock.wrap(job.module, "cache_targets", "target caching")
+    for cb in job.trainer.callbacks:
         name = type(cb).__name__
         if name == "FitSummary":
             clock.wrap(cb, "on_fit_start", "held-out W2 before")
             clock.wrap(cb, "on_fit_end", "held-out W2 after + summary")
         elif name in CALLBACK_STAGES:
             clock.wrap(cb, "on_fit_end", CALLBACK_STAGES[name])
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=TensorBoardLogger(output_dir, name="tb", version=""))
-    with frozen_base_expected(), clock.stage("trainer.fit (all)"):
-        trainer.fit(module, datamodule=datamodule)
+    with clock.stage("trainer.fit (all)"):
+        job.run()
     inner = sum(
         v
         for k, v in clock.seconds.items()

@@ -17,7 +17,7 @@ import torch
 from hydra import compose, initialize_config_module
 from omegaconf import DictConfig
 
-from lineas.cli.recipes import register
+from lineas.conf import register
 from lineas.core.hooks import probe
 from lineas.core.maps import AffineMaps
 from lineas.core.sites import Site

@@ -3,35 +3,15 @@ runs on its typed form, and a :class:`~lineas.core.errors.LineasError` is one li
 
 from __future__ import annotations
 
-import errno
 import sys
-from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from contextlib import contextmanager, nullcontext
+from typing import Any, Callable, ContextManager, Iterator
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from lineas.cli.recipes import register
-from lineas.core.errors import LineasError
-
-
-def user_error(err: BaseException | None) -> LineasError | None:
-    """The :class:`LineasError` behind ``err``, if any (Hydra's ``instantiate`` wraps what a target raises); a
-    full disk is one too (the outputs are written beside and renamed, so nothing half-written is left)."""
-    while err is not None and not isinstance(err, LineasError):
-        if _disk_full(err):
-            where = f" writing {err.filename}" if getattr(err, "filename", None) else ""
-            return LineasError(f"no space left on the device{where}: free some space and run again ({err})")
-        err = err.__cause__
-    return err
-
-
-def _disk_full(err: BaseException) -> bool:
-    """An OSError of a full disk or quota, or a library's error that says so (safetensors, torch.save)."""
-    if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
-        return True
-    text = str(err)
-    return "No space left on device" in text or ("requested and" in text and "written" in text)
+from lineas.conf import register
+from lineas.core.errors import user_error
 
 
 @contextmanager
@@ -53,16 +33,36 @@ def typed(cfg: DictConfig) -> Any:
     return OmegaConf.to_object(cfg) if OmegaConf.get_type(cfg) is not dict else cfg
 
 
-def hydra_entry(name: str, task: Callable[[Any], Any], config_name: str | None = None) -> Callable[[], None]:
-    """The ``main`` of ``python -m lineas.NAME``: ``task`` on the typed config ``config_name`` (default NAME)."""
+def hydra_entry(
+    name: str,
+    task: Callable[[Any], Any],
+    config_name: str | None = None,
+    *,
+    prepare: Callable[[list[str]], tuple[list[str], ContextManager]] | None = None,
+    as_object: bool = True,
+) -> Callable[[], None]:
+    """The ``main`` of ``python -m lineas.NAME``: ``task`` on the config ``config_name`` (default NAME), as its
+    schema's dataclass (``as_object``) or as the composed, schema-checked DictConfig.
+
+    ``prepare(args)`` sees the command line first and returns the arguments Hydra gets and a context held while
+    the task runs (``lineas.train``: recipe files registered, its claim on ``output_dir``).
+    """
 
     @hydra.main(config_path="pkg://lineas.conf", config_name=config_name or name, version_base="1.3")
     def main(cfg: DictConfig) -> None:
         with one_line_errors(name):
-            task(typed(cfg))
+            task(typed(cfg) if as_object else cfg)
 
     def run() -> None:
         register()
-        main()
+        given = list(sys.argv)
+        with one_line_errors(name):
+            args, held = prepare(given[1:]) if prepare is not None else (given[1:], nullcontext())
+            with held:
+                sys.argv = [given[0], *args]
+                try:
+                    main()
+                finally:
+                    sys.argv = given
 
     return run

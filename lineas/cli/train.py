@@ -13,26 +13,21 @@ import signal
 import sys
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, ContextManager
+from typing import ContextManager
 
-import hydra
-import lightning as L
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import InstantiationException
 from hydra.types import RunMode
-from hydra.utils import instantiate
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.imports import _RICH_AVAILABLE
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from lineas.callbacks import InterruptCheckpoint, StepProgress
-from lineas.cli.main import one_line_errors, user_error
-from lineas.cli.recipes import register, register_recipe_file
+from lineas.cli.main import hydra_entry
+from lineas.conf import register_recipe_file
 from lineas.core.errors import ConfigError, FitInterrupted
 from lineas.core.outputs import Output, within
-from lineas.training.module import frozen_base_expected
-from lineas.training.optim import check_lr
+from lineas.training.job import build_fit, check_config
 from lineas.training.resume import check_resume_steps, read_checkpoint
 
 STARTUP = (".hydra", "train.log", "multirun.yaml")  # what Hydra writes into a run's folder before it starts
@@ -41,32 +36,26 @@ PRINT_ONLY = {"--cfg", "-c", "--help", "-h", "--hydra-help", "--info", "-i", "--
 
 def train(cfg: DictConfig) -> Path:
     """Fit the maps described by a composed config; returns the output folder."""
-    check_config(cfg)
+    cfg = check_config(cfg)
     out = Path(cfg.output_dir)
     if cfg.resume is not None:  # a truncated or foreign file, or a step the run is past: refused before loading
         check_resume_steps(read_checkpoint(cfg.resume), cfg.trainer.max_steps, out / "maps")
     last = out / "checkpoints" / "last.ckpt"
     interrupt = InterruptCheckpoint(last)
     with interrupt.listening():
-        L.seed_everything(cfg.seed, workers=True, verbose=False)
-        backbone = build(cfg.backbone)
-        datamodule = build(cfg.data, collate_fn=backbone.collate)
-        module = build(cfg.module, backbone=backbone)
-        callbacks = [build(c) for c in cfg.callbacks.values() if c is not None]
-        if cfg.trainer.get("enable_progress_bar", True) and _RICH_AVAILABLE:
-            callbacks.append(StepProgress())
+        progress = [StepProgress()] if cfg.trainer.enable_progress_bar and _RICH_AVAILABLE else []
         logger = TensorBoardLogger(save_dir=str(out), name="tb", version="")
-        trainer = instantiate(cfg.trainer, callbacks=[*callbacks, interrupt], logger=logger)
+        fit = build_fit(cfg, callbacks=[*progress, interrupt], logger=logger)
         try:
-            with frozen_base_expected():
-                trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.resume)
+            fit.run(resume=cfg.resume)
         except SIGTERMException:
             name = "SIGINT" if interrupt.signum == signal.SIGINT else "SIGTERM"
             raise FitInterrupted(
-                f"stopped by {name} after step {trainer.global_step}; its checkpoint is {last}: continue with "
+                f"stopped by {name} after step {fit.trainer.global_step}; its checkpoint is {last}: continue with "
                 f"{resume_command(last)}",
                 128 + (interrupt.signum or signal.SIGTERM),
             ) from None
+    trainer = fit.trainer
     if trainer.checkpoint_callback is not None:  # last.ckpt holds the final step, as the maps do
         # a full checkpoint (optimizer and loop states, for resume=); saying so keeps Lightning from logging it
         trainer.save_checkpoint(Path(trainer.checkpoint_callback.dirpath) / "last.ckpt", weights_only=False)
@@ -75,33 +64,10 @@ def train(cfg: DictConfig) -> Path:
     return out
 
 
-def check_config(cfg: DictConfig) -> None:
-    """Refuse, in one line, the numbers of a composed config that cannot be used."""
-    steps = cfg.trainer.max_steps
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < -1:
-        raise ConfigError(f"trainer.max_steps={steps!r}: give a whole number of optimizer steps (-1: no limit)")
-    if steps == -1 and cfg.trainer.get("max_epochs", -1) in (-1, None):
-        raise ConfigError("trainer.max_steps=-1 (no step limit) needs trainer.max_epochs >= 1: the fit would not end")
-    check_lr(cfg.module.get("lr", 1e-3))
-    if OmegaConf.is_missing(cfg.data, "source") or OmegaConf.is_missing(cfg.data, "target"):
-        raise ConfigError("data.source and data.target are required: give both prompt files (e.g. in the recipe)")
-
-
 def resume_command(checkpoint: Path) -> str:
     """The command line that continues this run from ``checkpoint``."""
     args = [a for a in _ARGV[1:] if not a.startswith(("resume=", "overwrite=", "hydra."))]
     return " ".join(["python -m lineas.train", *args, f"resume={checkpoint}"])
-
-
-def build(node: DictConfig, **kwargs: Any) -> Any:
-    """``instantiate(node, **kwargs)``, raising a user error of the target as itself (Hydra wraps it)."""
-    try:
-        return instantiate(node, **kwargs)
-    except InstantiationException as err:
-        cause = user_error(err)
-        if cause is None:
-            raise
-        raise cause from None
 
 
 def outputs_table(out: Path) -> str:
@@ -147,28 +113,25 @@ def _refuse_multirun_ddp(cfg: DictConfig) -> None:
             )
 
 
-_ARGV: list[str] = []
+_ARGV: list[str] = []  # the command line as given: Lightning's DDP launcher re-runs children with it
 
 
-@hydra.main(config_path="pkg://lineas.conf", config_name="train", version_base="1.3")
-def _main(cfg: DictConfig) -> None:
-    sys.argv = list(_ARGV)  # Lightning's DDP launcher re-runs children with sys.argv
-    with one_line_errors("train"):
-        _refuse_multirun_ddp(cfg)
-        train(cfg)
+def _task(cfg: DictConfig) -> None:
+    sys.argv = list(_ARGV)
+    _refuse_multirun_ddp(cfg)
+    train(cfg)
 
 
-def main() -> None:
-    """``python -m lineas.train recipe=NAME key=value ...``."""
-    register()
+def _prepare(args: list[str]) -> tuple[list[str], ContextManager]:
+    """Hydra's arguments (recipe files registered, output_dir as Hydra's dir) and the run's claim on its folder."""
     _quiet_lightning()
-    _ARGV[:] = sys.argv
-    with one_line_errors("train"):
-        args = _hydra_args(sys.argv[1:])
-        child = any(a.startswith(("hydra.run.dir=", "hydra.sweep.dir=")) for a in sys.argv[1:])  # a DDP child
-        with nullcontext() if child or PRINT_ONLY & set(sys.argv[1:]) else claim_output_dir(sys.argv[1:]):
-            sys.argv = [sys.argv[0], *args]
-            _main()
+    _ARGV[:] = [sys.argv[0], *args]
+    child = any(a.startswith(("hydra.run.dir=", "hydra.sweep.dir=")) for a in args)  # a DDP child
+    claim = nullcontext() if child or PRINT_ONLY & set(args) else claim_output_dir(args)
+    return _hydra_args(args), claim
+
+
+main = hydra_entry("train", _task, prepare=_prepare, as_object=False)  # python -m lineas.train recipe=NAME ...
 
 
 def claim_output_dir(args: list[str]) -> ContextManager:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+
 
 class LineasError(Exception):
     """Something the user can fix (a file, a key, a pattern): the message says which and what to do."""
@@ -49,3 +51,22 @@ class OutputExistsError(LineasError, FileExistsError):
 
 class OutputBusyError(OutputExistsError):
     """An output another lineas process is writing now."""
+
+
+def user_error(err: BaseException | None) -> LineasError | None:
+    """The :class:`LineasError` behind ``err``, if any (Hydra's ``instantiate`` wraps what a target raises); a
+    full disk is one too (the outputs are written beside and renamed, so nothing half-written is left)."""
+    while err is not None and not isinstance(err, LineasError):
+        if _disk_full(err):
+            where = f" writing {err.filename}" if getattr(err, "filename", None) else ""
+            return LineasError(f"no space left on the device{where}: free some space and run again ({err})")
+        err = err.__cause__
+    return err
+
+
+def _disk_full(err: BaseException) -> bool:
+    """An OSError of a full disk or quota, or a library's error that says so (safetensors, torch.save)."""
+    if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(err)
+    return "No space left on device" in text or ("requested and" in text and "written" in text)

@@ -201,3 +201,43 @@ class DemoConfig:
     dtype: str = "float32"
     device: Optional[str] = None  # default: cuda if available, else cpu
     threads: Optional[int] = None  # torch.set_num_threads
+
+
+@dataclass
+class TrainerSettings:
+    """The Lightning ``Trainer`` of a fit: these arguments typed; any other (``+trainer.NAME=VALUE``) as given."""
+
+    _target_: str = "lightning.Trainer"
+    max_steps: int = 1000  # optimizer steps; -1: no limit (then max_epochs decides)
+    max_epochs: Optional[int] = -1
+    accelerator: str = "auto"
+    devices: Any = 1  # a count, a list of indices or "auto"
+    num_nodes: int = 1
+    strategy: Any = "auto"  # a name (ddp, fsdp, ...) or a {_target_: ...} strategy
+    precision: Any = "32-true"
+    use_distributed_sampler: bool = False
+    check_val_every_n_epoch: Optional[int] = None
+    val_check_interval: Any = 100  # steps (whole number) or a fraction of an epoch
+    num_sanity_val_steps: int = 0
+    log_every_n_steps: int = 1
+    enable_progress_bar: bool = True
+    enable_model_summary: bool = False
+    enable_checkpointing: Optional[bool] = None
+    accumulate_grad_batches: int = 1
+    gradient_clip_val: Optional[float] = None
+    default_root_dir: Optional[str] = None
+
+
+@dataclass
+class TrainConfig:
+    """``python -m lineas.train``: the nodes a fit is built from (``_target_`` + arguments each), typed at the top."""
+
+    seed: int = 0
+    output_dir: Optional[str] = None
+    resume: Optional[str] = None  # a Lightning checkpoint of this run to continue
+    overwrite: bool = False  # replace an output_dir that a lineas run wrote
+    backbone: Any = MISSING
+    data: Any = MISSING
+    module: Any = MISSING
+    trainer: TrainerSettings = field(default_factory=TrainerSettings)
+    callbacks: dict[str, Any] = field(default_factory=dict)

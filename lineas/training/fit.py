@@ -1,4 +1,5 @@
-"""``lineas.fit``: the training loop as one function call, for notebooks and scripts (no Hydra)."""
+"""``lineas.fit``: a fit as one function call with plain arguments, for notebooks and scripts; built as
+``python -m lineas.train`` builds it (:func:`lineas.training.job.build_fit`, the base config without a recipe)."""
 
 from __future__ import annotations
 
@@ -6,19 +7,16 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Sequence
 
-import lightning as L
 from lightning.pytorch.loggers import TensorBoardLogger
+from omegaconf import OmegaConf
 
-from lineas.callbacks import FitSummary, SaveMaps
 from lineas.core.errors import ConfigError
 from lineas.core.loss import Pooling
 from lineas.core.maps import AffineMaps
 from lineas.core.outputs import Output
 from lineas.core.sparsity import Sparsity
-from lineas.datamodules import PromptPairDataModule
 from lineas.models.backbone import Backbone
-from lineas.models.causal_lm import CausalLM
-from lineas.training.module import LinEASModule, frozen_base_expected
+from lineas.training.job import build_fit, train_config
 from lineas.training.optim import OptimizerFactory, SchedulerFactory
 
 
@@ -71,55 +69,53 @@ def fit(
     claim = Output(output_dir, "run", overwrite=overwrite, in_place=True) if output_dir is not None else nullcontext()
     if output_dir is not None:
         claim.check()  # refused before any model loads
-    L.seed_everything(seed, verbose=False)
-    backbone = CausalLM(model, dtype=dtype) if isinstance(model, str) else model
-    datamodule = PromptPairDataModule(
-        source,
-        target,
-        collate_fn=backbone.collate,
-        batch_size=batch_size,
-        num_fit=num_fit,
-        heldout_fraction=heldout_fraction,
-        seed=seed,
-    )
-    module = LinEASModule(
-        backbone,
-        sites=sites,
-        pooling=pooling,
-        lr=lr,
-        optimizer=optimizer,
-        scheduler=scheduler,
-        sparsity=sparsity,
-        normalize=normalize,
-        shift=shift,
-        estimator=estimator,
-        checkpointing=checkpointing,
-        prefix_cache=prefix_cache,
-        clip=clip,
-        clip_quantiles=clip_quantiles,
-        control=control,
-        control_weight=control_weight,
-        control_seed=seed,
-    )
-    callbacks: list[L.Callback] = []
-    logger: Any = False
-    if output_dir is not None:
-        out = Path(output_dir)
-        callbacks = [FitSummary(out / "fit_summary.json"), SaveMaps(out / "maps")]
-        logger = TensorBoardLogger(save_dir=str(out), name="tb", version="")
-    trainer_kwargs = {
-        "max_steps": steps,
-        "max_epochs": -1,
-        "logger": logger,
-        "callbacks": callbacks,
-        "enable_checkpointing": False,
-        "num_sanity_val_steps": 0,
-        "enable_model_summary": False,  # as in python -m lineas.train: the maps' size is in lineas.json
-        "log_every_n_steps": 1,
-        "check_val_every_n_epoch": None,
-        "val_check_interval": max(1, steps // 4),
-        **trainer_kwargs,
+    # python -m lineas.train's base config without a recipe: the same trainer, callbacks and defaults
+    cfg = train_config("~recipe")
+    settings = {
+        "output_dir": str(Path(output_dir).absolute()) if output_dir is not None else None,
+        "seed": seed,
+        "data.source": _listed(source),
+        "data.target": _listed(target),
+        "data.batch_size": batch_size,
+        "data.num_fit": num_fit,
+        "data.heldout_fraction": heldout_fraction,
+        "module.sites": sites if isinstance(sites, str) else list(sites),
+        "module.pooling": pooling,
+        "module.lr": lr,
+        "module.normalize": normalize,
+        "module.shift": shift,
+        "module.estimator": estimator,
+        "module.checkpointing": checkpointing,
+        "module.prefix_cache": prefix_cache,
+        "module.clip": clip,
+        "module.clip_quantiles": list(clip_quantiles),
+        "module.control": _listed(control) if control is not None else None,
+        "module.control_weight": control_weight,
+        "trainer.max_steps": steps,
+        "trainer.val_check_interval": max(1, steps // 4),
+        "trainer.default_root_dir": None,
+        "callbacks.checkpoint": None,
     }
-    with claim, frozen_base_expected():
-        L.Trainer(**trainer_kwargs).fit(module, datamodule=datamodule)
-    return module.fitted_maps()
+    if isinstance(model, str):
+        settings |= {"backbone.model": model, "backbone.dtype": dtype}
+    if output_dir is None:  # nothing written: no summary, maps folder or logs
+        settings |= {"callbacks.fit_summary": None, "callbacks.save_maps": None}
+    for key, value in settings.items():
+        OmegaConf.update(cfg, key, value, force_add=False)
+    objects = {"optimizer": optimizer, "scheduler": scheduler, "sparsity": sparsity}
+    logger = TensorBoardLogger(save_dir=str(output_dir), name="tb", version="") if output_dir is not None else False
+    with claim:
+        job = build_fit(
+            cfg,
+            backbone=model if not isinstance(model, str) else None,
+            module_args={k: v for k, v in objects.items() if v is not None},
+            callbacks=trainer_kwargs.pop("callbacks", ()),
+            logger=trainer_kwargs.pop("logger", logger),
+            trainer_args={"enable_checkpointing": False, **trainer_kwargs},
+        )
+        return job.run()
+
+
+def _listed(prompts: str | Path | list[str]) -> str | list[str]:
+    """A prompt file's path or the prompts, as a config holds them."""
+    return str(prompts) if isinstance(prompts, (str, Path)) else list(prompts)

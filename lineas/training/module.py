@@ -14,7 +14,7 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from lineas.core.blocks import PrefixCache, find_stack
 from lineas.core.errors import ConfigError, FitError
-from lineas.core.estimators import ESTIMATORS, fit_incremental_, quantile_levels
+from lineas.core.estimators import ESTIMATORS, fit_incremental_
 from lineas.core.hooks import attach, probe
 from lineas.core.loss import Pooling, check_mask, pool, sorted_w2
 from lineas.core.maps import AffineMaps
@@ -32,6 +32,7 @@ from lineas.training.optim import (
     make_optimizer,
 )
 from lineas.training.resume import check_fit_record, replan_cosine
+from lineas.training.settings import FitSettings
 
 PROBE_PROMPTS = ["Hello there.", "A short example prompt."]
 
@@ -112,49 +113,29 @@ class LinEASModule(L.LightningModule):
         self.sparsity = sparsity or Sparsity()
         self.early_exit = early_exit
         self._checkpoint, self._prefix = self._block_plan(checkpointing, prefix_cache, backbone)
-        if estimator != "lineas" and estimator not in ESTIMATORS:
-            raise ConfigError(f"estimator {estimator!r}: choose lineas, {', '.join(ESTIMATORS)}")
-        if clip and estimator == "lineas":
-            raise ConfigError(
-                "module.clip applies to the closed-form baselines (estimator=linear_act or "
-                "mean_shift); LinEAS maps are fitted unclipped"
-            )
-        if estimator != "lineas" and backbone.fit_steps > 1:
-            raise ConfigError(
-                f"estimator={estimator} fits each site's map in closed form from one denoising step: "
-                f"set backbone.fit_steps=1 (it is {backbone.fit_steps})"
-            )
         self.estimator = estimator
-        if clip:
-            quantile_levels(clip_quantiles)  # refuse bad quantiles before any forward pass
         self.clip_quantiles = tuple(float(q) for q in clip_quantiles) if clip else None
         self.normalize = normalize
-        if control_weight < 0:
-            raise ConfigError(f"module.control_weight={control_weight}: give a weight >= 0")
+        self.control_weight = control_weight
         if control is not None:
             prompts = control if isinstance(control, (str, Path)) else list(control)
             control = split_prompts(prompts, control_fit, seed=control_seed, side="control")
         self.control = control
-        self.control_weight = control_weight
-        self.maps = AffineMaps(
-            self.sites,
-            dims,
-            info={
-                "base_model": backbone.spec,
-                "model_type": model_type_of(self.base) or None,
-                "estimator": estimator,
-                "clip_quantiles": list(self.clip_quantiles) if self.clip_quantiles else None,
-                "pooling": pooling,
-                "fit_steps": backbone.fit_steps,
-                "normalize": normalize,
-                "shift": shift,
-                "loss": "squared 1-D W2 per dimension; mean over dimensions, then over sites",
-                "optimizer": {**describe(self.optimizer_factory), "lr": lr},
-                "scheduler": describe(self.scheduler_factory),
-                "sparsity": self.sparsity.as_dict(),
-                "control": self._control_record(),
-            },
+        self.settings = FitSettings(
+            base_model=backbone.spec,
+            model_type=model_type_of(self.base) or None,
+            estimator=estimator,
+            clip_quantiles=self.clip_quantiles,
+            pooling=pooling,
+            fit_steps=backbone.fit_steps,
+            normalize=normalize,
+            shift=shift,
+            optimizer={**describe(self.optimizer_factory), "lr": lr},
+            scheduler=describe(self.scheduler_factory),
+            sparsity=self.sparsity.as_dict(),
+            control={"prompts": len(control["fit"]), "weight": control_weight} if control is not None else None,
         )
+        self.maps = AffineMaps(self.sites, dims, info=self.settings.as_dict())
         self.maps.beta.requires_grad_(shift)
         # Every rank loads the same frozen weights: DDP need not broadcast or check them.
         frozen = [f"base.{n}" for n, _ in self.base.named_parameters()] + [
@@ -170,11 +151,6 @@ class LinEASModule(L.LightningModule):
         self._control_var: list[torch.Tensor] = []
         self._control_batches: list[dict[str, Any]] = []
         self._sharded = False
-
-    def _control_record(self) -> dict[str, Any] | None:
-        if self.control is None:
-            return None
-        return {"prompts": len(self.control["fit"]), "weight": self.control_weight}
 
     def _block_plan(
         self, checkpointing: bool, prefix_cache: bool, backbone: Backbone
@@ -259,13 +235,13 @@ class LinEASModule(L.LightningModule):
     def heldout_w2(self, strength: float | None = None) -> dict[str, float]:
         """Per-site W2 of the held-out source prompts (maps at ``strength``) against held-out targets."""
         dm = self.trainer.datamodule
-        self._cache_targets()
+        self.cache_targets()
         with self.maps.at_strength(strength):
             w2 = self.site_w2(self.collect(dm.source_dataloader("heldout"), True), self._targets["heldout"])
         return dict(zip(map(str, self.sites), w2.tolist()))
 
-    def _cache_targets(self) -> None:
-        # Targets never depend on the maps: pooled and sorted once, without maps.
+    def cache_targets(self) -> None:
+        """Pool and sort the target prompts' site outputs, without maps, once (they never depend on the maps)."""
         dm = self.trainer.datamodule
         for split in ("fit", "heldout"):
             if split not in self._targets and dm.prompts["target"][split]:
@@ -302,7 +278,7 @@ class LinEASModule(L.LightningModule):
             )
         if self.estimator != "lineas" and getattr(self.trainer.datamodule, "concepts", 1) > 1:
             raise ConfigError(f"estimator={self.estimator} fits one concept in closed form: a joint fit needs lineas")
-        self._cache_targets()
+        self.cache_targets()
         if self.control is not None:
             self._control_batches = [move_data_to_device(b, self.device) for b in self._batches(self.control["fit"])]
             self._control_base = self.collect(self._control_batches, with_maps=False)
@@ -363,7 +339,7 @@ class LinEASModule(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         if not self._val:
             return
-        self._cache_targets()
+        self.cache_targets()
         w2 = self.site_w2([torch.cat(p) for p in zip(*self._val)], self._targets["heldout"])
         self._val.clear()
         self.log("val/w2", w2.mean(), prog_bar=True)
@@ -378,20 +354,9 @@ class LinEASModule(L.LightningModule):
         """What this fit is of: model, sites, estimator, loss, optimizer and data (checked when it is resumed)."""
         dm = self.trainer.datamodule if self._trainer is not None else None
         return {
-            "model": self.backbone.spec,
-            "model_type": self.maps.info["model_type"],
+            **self.settings.as_dict(),
             "sites": [str(s) for s in self.sites],
             "dims": self.maps.dims,
-            "estimator": self.estimator,
-            "clip_quantiles": self.maps.info["clip_quantiles"],
-            "pooling": self.pooling,
-            "fit_steps": self.backbone.fit_steps,
-            "normalize": self.normalize,
-            "shift": self.maps.info["shift"],
-            "sparsity": self.sparsity.as_dict(),
-            "control": self._control_record(),
-            "optimizer": self.maps.info["optimizer"],
-            "scheduler": self.maps.info["scheduler"],
             "data": dm.fingerprint() if hasattr(dm, "fingerprint") else None,
             "batch_size": self._global_batch(dm),
         }

@@ -12,7 +12,7 @@ from transformers import AutoModelForCausalLM
 
 import lineas
 from lineas.cli.main import typed
-from lineas.cli.recipes import register
+from lineas.conf import register
 from lineas.core.hooks import probe
 from lineas.models.causal_lm import load_causal_lm as load_model
 from lineas.tasks.configs import GenerateConfig, Sampling

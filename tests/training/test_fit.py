@@ -10,7 +10,10 @@ import pytest
 import torch
 
 import lineas
+from lineas.cli.train import train
 from lineas.core.files import data_path
+from lineas.training.job import check_config
+from tests.helpers import compose_cfg
 
 LR = 1e-2
 
@@ -87,3 +90,34 @@ def test_python_api_matches_recipe_defaults(tmp_path):
     loaded = lineas.load_maps(tmp_path / "maps")
     for a, b in zip(maps.beta, loaded.beta):
         assert torch.equal(a.detach(), b.detach())
+
+
+def test_python_api_and_command_line_build_the_same_fit(tmp_path):
+    """One builder: ``lineas.fit`` with the tiny recipe's settings gives the maps ``python -m lineas.train
+    recipe=tiny`` gives, number for number, with the same record."""
+    steps = ["trainer.max_steps=8", "trainer.val_check_interval=4", "trainer.enable_progress_bar=false"]
+    train(compose_cfg("recipe=tiny", f"output_dir={tmp_path / 'cli'}", *steps))
+    maps = lineas.fit(
+        "tiny:llama",
+        data_path("toxicity/toxic.txt"),
+        data_path("tiny/polite.txt"),
+        sites="mlp_out",
+        steps=8,
+        lr=3e-2,
+        num_fit=32,
+        output_dir=tmp_path / "api",
+        enable_progress_bar=False,
+    )
+    cli = lineas.load_maps(tmp_path / "cli" / "maps")
+    for a, b in zip([*maps.omega, *maps.beta], [*cli.omega, *cli.beta]):
+        assert torch.equal(a.detach(), b.detach())
+    assert maps.info == cli.info
+
+
+def test_train_config_types_its_values_and_passes_other_trainer_arguments():
+    with pytest.raises(lineas.ConfigError, match=r"^trainer.enable_progress_bar='maybe': give true or false$"):
+        check_config(compose_cfg("output_dir=x", "trainer.enable_progress_bar=maybe"))
+    with pytest.raises(lineas.ConfigError, match=r"^foo: lineas.train has no such setting"):
+        check_config(compose_cfg("output_dir=x", "+foo=1"))
+    cfg = check_config(compose_cfg("output_dir=x", "trainer.max_steps='7'", "+trainer.gradient_clip_algorithm=norm"))
+    assert cfg.trainer.max_steps == 7 and cfg.trainer.gradient_clip_algorithm == "norm"

@@ -39,7 +39,7 @@ def tiny_run(tmp_path_factory):
     ("override", "field"),
     [
         ("module.sites=attn_out", "sites"),
-        ("backbone.model=tiny:gpt2", "model"),
+        ("backbone.model=tiny:gpt2", "base_model"),
         ("data.num_fit=24", "data"),
         ("module.pooling=token", "pooling"),
     ],
@@ -56,7 +56,7 @@ def test_resume_refuses_a_checkpoint_of_another_fit(tiny_run, tmp_path, override
 
 def test_checkpoint_records_what_it_was_fitted_on(tiny_run):
     record = read_checkpoint(tiny_run / "checkpoints" / "last.ckpt")["lineas"]
-    assert record["model"] == "tiny:llama" and record["model_type"] == "llama"
+    assert record["base_model"] == "tiny:llama" and record["model_type"] == "llama"
     assert record["sites"] == [f"model.layers.{i}.mlp.down_proj" for i in range(4)] and record["dims"] == [64] * 4
     assert len(record["data"]) == 64 and record["pooling"] == "mean" and record["estimator"] == "lineas"
 
