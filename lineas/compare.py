@@ -5,8 +5,9 @@ Evaluates several maps folders of one base model on the same prompts and seed an
 settings: :class:`lineas.tasks.configs.CompareConfig` (every evaluation key applies).
 """
 
+from lineas.cli.compare import run_compare
 from lineas.cli.main import hydra_entry
-from lineas.tasks.compare import compare, run_compare
+from lineas.tasks.compare import compare
 
 __all__ = ["compare", "run_compare"]
 

@@ -7,8 +7,9 @@ at each strength; writes
 :mod:`lineas.tasks.evaluate`; settings: :class:`lineas.tasks.configs.EvaluateConfig`.
 """
 
+from lineas.cli.evaluate import run_evaluate
 from lineas.cli.main import hydra_entry
-from lineas.tasks.evaluate import evaluate, run_evaluate
+from lineas.tasks.evaluate import evaluate
 
 __all__ = ["evaluate", "run_evaluate"]
 

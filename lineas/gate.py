@@ -7,18 +7,11 @@ split into fit and held-out parts as the maps' fit split them (:func:`lineas.dat
 :class:`lineas.tasks.configs.GateConfig`.
 """
 
+from lineas.cli.gate import run, run_gate
 from lineas.cli.main import hydra_entry
-from lineas.datamodules import split_prompts
-from lineas.tasks.configs import GateConfig
-from lineas.tasks.gate import fit_posthoc, mean_gate, run_gate
+from lineas.tasks.gate import fit_posthoc, mean_gate
 
 __all__ = ["fit_posthoc", "mean_gate", "run_gate"]
-
-
-def run(cfg: GateConfig) -> None:
-    split = dict(num_fit=cfg.num_fit, seed=cfg.seed, text_field=cfg.text_field)
-    run_gate(cfg, {side: split_prompts(getattr(cfg, side), side=side, **split) for side in ("source", "control")})
-
 
 main = hydra_entry("gate", run)
 

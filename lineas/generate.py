@@ -6,8 +6,9 @@ pipeline give an image grid. The functions: :mod:`lineas.tasks.generate`; settin
 :class:`lineas.tasks.configs.GenerateConfig`.
 """
 
+from lineas.cli.generate import run_generate
 from lineas.cli.main import hydra_entry
-from lineas.tasks.generate import generate, run_generate
+from lineas.tasks.generate import generate
 
 __all__ = ["generate", "run_generate"]
 

@@ -10,22 +10,16 @@ against perplexity, one line per maps folder through its strengths) and ``genera
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Sequence
 
 from torch import nn
 
-from lineas.core.errors import ConfigError
-from lineas.core.files import write_json, write_jsonl, write_text
-from lineas.core.maps import AffineMaps, load_maps
-from lineas.core.outputs import Output
-from lineas.metrics.concept import ConceptScore, describe_scorers
+from lineas.core.maps import AffineMaps
+from lineas.metrics.concept import ConceptScore
 from lineas.metrics.toxicity import Toxicity
-from lineas.models.causal_lm import load_causal_lm
-from lineas.models.families import check_fitted_on
-from lineas.tasks.configs import CompareConfig, Sampling
-from lineas.tasks.evaluate import check_settings, evaluate, load_texts, scorers_of
+from lineas.tasks.configs import Sampling
+from lineas.tasks.evaluate import evaluate, scorers_of
 from lineas.tasks.figures import pyplot, save_figure
 
 NAMES = {"lineas": "LinEAS", "linear_act": "Linear-AcT", "mean_shift": "mean shift"}
@@ -170,59 +164,3 @@ def plot(rows: list[dict[str, Any]], path: Path, title: str, scorer: ConceptScor
     ax.grid(alpha=0.3, which="both")
     fig.tight_layout()
     save_figure(fig, path, dpi=130)
-
-
-def run_compare(cfg: CompareConfig) -> list[dict[str, Any]]:
-    """What ``python -m lineas.compare`` does: evaluate every maps folder on one model, write the table,
-    the plot and the JSON."""
-    check_settings(cfg)
-    dirs = list(cfg.maps) if isinstance(cfg.maps, (list, tuple)) else [cfg.maps]
-    output = Output(cfg.output_dir, "compare", overwrite=cfg.overwrite, reads=dirs)
-    output.check()
-    maps = [load_maps(d) for d in dirs]
-    labels = list(cfg.labels) if cfg.labels else default_labels(maps, dirs)
-    if len(labels) != len(maps) or len(set(labels)) != len(labels):
-        raise ConfigError(f"labels {labels}: give one distinct label per maps folder ({len(maps)})")
-    specs = {cfg.model or m.info.get("base_model") for m in maps}
-    if len(specs) != 1:
-        raise ConfigError(
-            f"the maps were fitted on different base models {sorted(map(str, specs))}: "
-            "compare maps of one model (or force one with model=...)"
-        )
-    spec = specs.pop()
-    prompts, neutral = load_texts(cfg)
-    model, tokenizer = load_causal_lm(spec, cfg.dtype)
-    for m in maps:
-        check_fitted_on(m.info, model, spec)
-    scorers = scorers_of(cfg.scorer, cfg.threshold)
-    rows, generated = compare(
-        model,
-        tokenizer,
-        dict(zip(labels, maps)),
-        list(cfg.strengths),
-        prompts,
-        neutral,
-        cfg.sampling,
-        progress=cfg.progress,
-        scorer=scorers,
-    )
-    with output, output.writing() as out:
-        write_json(
-            out / "compare.json",
-            {
-                "maps": dict(zip(labels, map(str, dirs))),
-                "prompts": cfg.prompts,
-                "perplexity_texts": cfg.perplexity_texts,
-                "generation": asdict(cfg.sampling),
-                "scorers": describe_scorers(scorers),
-                "rows": rows,
-            },
-        )
-        write_jsonl(out / "generations.jsonl", generated)
-        table = format_table(rows, scorers)
-        write_text(out / "compare.md", table + "\n")
-        title = f"{len(prompts)} prompts, {len(neutral)} neutral sentences; labels = strength"
-        plot(rows, out / "tradeoff.png", title, scorers[0])
-    print(table)
-    print(f"table: {output.path / 'compare.md'}, plot: {output.path / 'tradeoff.png'}")
-    return rows

@@ -13,7 +13,6 @@ rate and mean, perplexity and fluency against strength), ``generations.jsonl`` a
 from __future__ import annotations
 
 from contextlib import nullcontext
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -24,16 +23,14 @@ from lineas.core.files import write_json, write_jsonl
 from lineas.core.maps import AffineMaps
 from lineas.core.outputs import Output
 from lineas.core.prompts import read_prompts
-from lineas.metrics.concept import ConceptScore, build_scorers, concept_columns, describe_scorers
+from lineas.metrics.concept import ConceptScore, build_scorers, concept_columns
 from lineas.metrics.perplexity import fluency_with_se, perplexity_with_se
 from lineas.metrics.toxicity import Toxicity
 from lineas.models.causal_lm import load_causal_lm
-from lineas.models.families import check_fitted_on
 from lineas.models.sources import resolve
-from lineas.tasks.configs import EvalSettings, EvaluateConfig, Sampling, check_count, check_strengths
+from lineas.tasks.configs import EvalSettings, Sampling, check_count, check_strengths
 from lineas.tasks.figures import pyplot, save_figure
 from lineas.tasks.generate import format_prompts, generate
-from lineas.tasks.steered import load_steering
 
 
 def evaluate(
@@ -195,44 +192,3 @@ def merged_base(spec: str, dtype: str) -> nn.Module | None:
     if not record or not record.get("base_model"):
         return None
     return load_causal_lm(record["base_model"], dtype)[0]
-
-
-def run_evaluate(cfg: EvaluateConfig) -> list[dict[str, Any]]:
-    """What ``python -m lineas.evaluate`` does: evaluate, write metrics.json, metrics.png,
-    generations.jsonl and TensorBoard scalars, print the table."""
-    check_settings(cfg)
-    steering = load_steering(cfg.maps, cfg.model, cfg.strengths)
-    out = Path(cfg.output_dir or (Path(cfg.maps).parent / "eval" if cfg.maps else "eval"))
-    output = Output(out, "eval", overwrite=cfg.overwrite, reads=[cfg.maps])
-    output.check()
-    prompts, neutral = load_texts(cfg)
-    model, tokenizer = load_causal_lm(steering.spec, cfg.dtype)
-    if steering.maps is not None:
-        check_fitted_on(steering.maps.info, model, steering.spec)
-    scorers = scorers_of(cfg.scorer, cfg.threshold)
-    metrics, rows = evaluate(
-        model,
-        tokenizer,
-        steering.maps,
-        steering.strengths,
-        prompts,
-        neutral,
-        cfg.sampling,
-        progress=cfg.progress,
-        base_model=merged_base(steering.spec, cfg.dtype) if steering.maps is None else None,
-        scorer=scorers,
-    )
-    record = {
-        "model": steering.spec,
-        "maps": cfg.maps,
-        "prompts": len(prompts),
-        "perplexity_texts": len(neutral),
-        "scorers": describe_scorers(scorers),
-        "generation": asdict(cfg.sampling),
-        "metrics": metrics,
-    }
-    with output:
-        write_report(output, record, rows, scorers)
-    print(format_metrics(metrics, scorers))
-    print(f"metrics: {out / 'metrics.json'}, plot: {out / 'metrics.png'}")
-    return metrics

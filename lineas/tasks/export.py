@@ -49,16 +49,17 @@ def export(
             weights.to(parse_dtype(dtype))
         with out.writing() as tmp:
             save(tmp)
-            record = {
-                "base_model": spec,
-                "strength": strength,
-                "sites": [str(s) for s in maps.sites],
-                "bias_flags_enabled": plan.flags,
-                "maps_info": maps.info,
-                "base_merge": resolve(spec).merge_record,  # the base is itself merged: its record, and so on
-            }
-            (tmp / MERGE_RECORD).write_text(json.dumps(record, indent=2) + "\n")
+            # the base may itself be merged: its record, and so on
+            write_merge_record(
+                tmp, spec, strength, maps, bias_flags_enabled=plan.flags, base_merge=resolve(spec).merge_record
+            )
     return output_dir
+
+
+def write_merge_record(folder: Path, spec: str, strength: float, maps: AffineMaps, **details: Any) -> None:
+    """``lineas_merge.json`` of an export: the base model, strength, sites and maps' info, and ``details``."""
+    record = {"base_model": spec, "strength": strength, **details, "sites": [str(s) for s in maps.sites]}
+    (folder / MERGE_RECORD).write_text(json.dumps({**record, "maps_info": maps.info}, indent=2) + "\n")
 
 
 def export_output(output_dir: Path, maps: str | Path | AffineMaps, overwrite: bool) -> Output:

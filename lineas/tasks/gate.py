@@ -10,21 +10,18 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Sequence, cast
+from typing import Any, Sequence
 
 import torch
 
-from lineas.core.errors import ConfigError, MapsFileError
+from lineas.core.errors import ConfigError
 from lineas.core.gate import Gate, fit_gate
 from lineas.core.hooks import attach
 from lineas.core.loss import Pooling, check_mask, pool
-from lineas.core.maps import AffineMaps, load_maps
+from lineas.core.maps import AffineMaps
 from lineas.core.prompts import read_prompts
 from lineas.core.sites import Site
 from lineas.models.backbone import Backbone
-from lineas.models.causal_lm import CausalLM
-from lineas.models.families import check_fitted_on
-from lineas.tasks.configs import GateConfig
 
 
 def _batches(texts: Sequence[str], size: int) -> list[list[str]]:
@@ -132,39 +129,6 @@ def measure_texts(path: str, method: str | None, strength: float) -> tuple[list[
             f"{path}: no generated rows at strength {strength}{f' of method {method!r}' if method else ''}"
         )
     return [r["prompt"] + r["continuation"] for r in rows], [r["prompt"] for r in rows]
-
-
-def run_gate(cfg: GateConfig, prompts: dict[str, dict[str, list[str]]]) -> dict[str, float]:
-    """What ``python -m lineas.gate`` does, with ``prompts[side][split]`` the source / control prompts split into
-    fit / held out: fit the gate (unless ``cfg.fit`` is false), save the gated maps, print the per-site table and
-    the mean gate on the held-out prompts and on each ``cfg.measure`` file; returns those means."""
-    maps = load_maps(cfg.maps, gate=not cfg.fit)
-    spec = maps.info.get("base_model")
-    if spec is None:
-        raise MapsFileError(f"{cfg.maps}: the maps do not name their base model")
-    backbone = CausalLM(spec, cfg.dtype, max_length=cfg.max_length)
-    check_fitted_on(maps.info, backbone.model, spec)
-    usage: dict[str, float] = {}
-    if cfg.fit:
-        settings = {"source": cfg.source, "control": cfg.control, "num_fit": cfg.num_fit, "seed": cfg.seed}
-        pooling = cast(Pooling, cfg.pooling)
-        maps.gate = fit_posthoc(
-            backbone, maps, prompts, cfg.components, cfg.l2, cfg.threshold, cfg.weak_sites, pooling, settings
-        )
-        for side in ("source", "control"):
-            usage[f"{side} held out"] = mean_gate(backbone, maps, prompts[side]["heldout"], strength=cfg.strength)
-        maps.gate.info["mean_gate"] = {"strength": cfg.strength, **usage}
-        maps.save(cfg.output_dir or cfg.maps)
-        print(format_sites(maps.gate))
-        print(f"gated maps: {cfg.output_dir or cfg.maps}")
-    elif maps.gate is None:
-        raise ConfigError(f"{cfg.maps} holds no gate (gate.safetensors): fit one with fit=true")
-    for path in cfg.measure:
-        texts, skip = measure_texts(path, cfg.method, cfg.strength)
-        usage[path] = mean_gate(backbone, maps, texts, skip, cfg.strength)
-    for what, value in usage.items():
-        print(f"mean gate (strength {cfg.strength:g}) on {what}: {value:.3f}")
-    return usage
 
 
 def format_sites(gate: Gate) -> str:

@@ -11,12 +11,12 @@ attached to their base model (``maps.info["base_model"]``, or ``model=``).
 ``python -m lineas.export``, or any model spec): ``strengths`` is then ignored and the single column
 is called ``merged`` (a folder holding ``lineas_merge.json``) or ``model``.
 
-Output: a readable table on stdout (each prompt, then its continuations), ``output`` (default
-``generations.jsonl``: one row per prompt x strength with ``prompt``, ``strength``, ``continuation``
-and ``column``, the table header), written atomically, and with ``tb_dir=DIR`` the same table as
-TensorBoard text (tag ``generations``). Sampling settings (:class:`lineas.tasks.configs.Sampling`:
-``max_new_tokens``, ``do_sample``, ``temperature``, ``top_p``, ``seed``, ``batch_size``,
-``chat_template``) are overridden as ``sampling.KEY=VALUE``.
+``python -m lineas.generate`` (:mod:`lineas.cli.generate`) prints a readable table (each prompt, then its
+continuations) and writes ``output`` (default ``generations.jsonl``: one row per prompt x strength with
+``prompt``, ``strength``, ``continuation`` and ``column``, the table header) atomically, and with ``tb_dir=DIR``
+the same table as TensorBoard text (tag ``generations``); the tables: :mod:`lineas.tasks.tables`. Sampling
+settings (:class:`lineas.tasks.configs.Sampling`: ``max_new_tokens``, ``do_sample``, ``temperature``,
+``top_p``, ``seed``, ``batch_size``, ``chat_template``) are overridden as ``sampling.KEY=VALUE``.
 
 Steering semantics
 ------------------
@@ -45,26 +45,17 @@ Notebook use::
 
 from __future__ import annotations
 
-import json
-import os
 from contextlib import contextmanager, nullcontext
-from dataclasses import asdict, fields, replace
-from pathlib import Path
+from dataclasses import fields, replace
 from typing import Any, Iterator, Sequence
 
 import torch
 from torch import nn
 
 from lineas.core.errors import ConfigError
-from lineas.core.files import write_jsonl
 from lineas.core.maps import AffineMaps
-from lineas.core.outputs import Output
-from lineas.core.prompts import read_prompts
-from lineas.models.causal_lm import context_length, load_causal_lm
-from lineas.models.families import check_fitted_on
-from lineas.models.sources import resolve
-from lineas.tasks.configs import GenerateConfig, Sampling, check_strengths
-from lineas.tasks.steered import load_steering
+from lineas.models.causal_lm import context_length
+from lineas.tasks.configs import Sampling
 
 
 def _label(strength: float | None, label: str | None = None) -> str:
@@ -222,70 +213,6 @@ def _continue(
     return tokenizer.batch_decode(ids[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
 
 
-def _one_line(text: str) -> str:
-    return text.replace("\r", "").replace("\n", "\\n")
-
-
-def format_table(rows: list[dict[str, Any]]) -> str:
-    """Plain-text table: each prompt, then one continuation per column."""
-    width = max(len(r["column"]) for r in rows)
-    lines, n = [], 0
-    for r in rows:
-        if r["column"] == rows[0]["column"]:  # rows are prompt-major: the first column starts a prompt
-            n += 1
-            lines += ["", f"[{n}] {_one_line(r['prompt'])}"]
-        lines.append(f"    {r['column']:>{width}} | {_one_line(r['continuation'])}")
-    return "\n".join(lines[1:])
-
-
-def _md(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\r", "").replace("\n", "<br>")
-
-
-def markdown_table(rows: list[dict[str, Any]]) -> str:
-    """The table as Markdown (TensorBoard renders its text plugin as Markdown): one row per prompt."""
-    columns = list(dict.fromkeys(r["column"] for r in rows))
-    by_prompt: dict[int, dict[str, str]] = {}
-    order: list[str] = []
-    for r in rows:
-        if r["column"] == columns[0]:
-            order.append(r["prompt"])
-        by_prompt.setdefault(len(order) - 1, {})[r["column"]] = r["continuation"]
-    head = "| prompt | " + " | ".join(f"strength {c}" if c[:1].isdigit() else c for c in columns) + " |"
-    lines = [head, "|" + "---|" * (len(columns) + 1)]
-    for i, p in enumerate(order):
-        lines.append(f"| {_md(p)} | " + " | ".join(_md(by_prompt[i].get(c, "")) for c in columns) + " |")
-    return "\n".join(lines)
-
-
-def log_tensorboard(
-    tb_dir: str | os.PathLike,
-    rows: list[dict[str, Any]],
-    tag: str = "generations",
-    config: dict[str, Any] | None = None,
-) -> None:
-    """The table as TensorBoard text under ``tag`` (and the config under ``tag/config``)."""
-    from torch.utils.tensorboard import SummaryWriter
-
-    writer = SummaryWriter(log_dir=str(tb_dir))
-    try:
-        writer.add_text(tag, markdown_table(rows), global_step=0)
-        if config is not None:
-            writer.add_text(f"{tag}/config", "```\n" + json.dumps(config, indent=2) + "\n```", global_step=0)
-    finally:
-        writer.close()
-
-
-def generations_file(path: Path) -> bool:
-    """Whether ``path`` is a table of generations lineas wrote (JSON lines with prompt and column)."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            first = json.loads(f.readline())
-    except (OSError, ValueError):
-        return False
-    return isinstance(first, dict) and {"prompt", "column"} <= set(first)
-
-
 def check_device(device: str | None) -> str:
     """``device``, or cuda if there is one else cpu; refuses a CUDA device this machine does not have."""
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -296,48 +223,3 @@ def check_device(device: str | None) -> str:
     if where.type == "cuda" and (not torch.cuda.is_available() or (where.index or 0) >= torch.cuda.device_count()):
         raise ConfigError(f"device={device}: this machine has no such CUDA device; use device=cpu")
     return device
-
-
-def run_generate(cfg: GenerateConfig) -> list[dict[str, Any]]:
-    """What ``python -m lineas.generate`` does: the table on stdout, the rows as JSON lines (and
-    TensorBoard text); maps of a pipeline (or a pipeline folder) give an image grid instead."""
-    cfg.sampling.check()
-    check_strengths(cfg.strengths)
-    device = check_device(cfg.device)
-    prompts = read_prompts(cfg.prompts, cfg.text_field)
-    steering = load_steering(cfg.maps, cfg.model, cfg.strengths)
-    if steering.pipeline:
-        from lineas.tasks.images import grid_output, run_images
-
-        grid_output(cfg).check()
-        return run_images(cfg, steering, prompts, device)
-    output = Output(cfg.output, "generations", overwrite=cfg.overwrite, what="output", ours=generations_file)
-    if cfg.output:
-        output.check()
-    if cfg.threads is not None:
-        torch.set_num_threads(cfg.threads)
-    model, tokenizer = load_causal_lm(steering.spec, cfg.dtype, device)
-    if steering.maps is not None:
-        check_fitted_on(steering.maps.info, model, steering.spec)
-        steering.maps.to(device)
-    rows = generate(
-        model,
-        tokenizer,
-        prompts,
-        steering.maps,
-        steering.strengths,
-        cfg.sampling,
-        progress=cfg.progress,
-        label=steering.label,
-    )
-    record = resolve(steering.spec).merge_record
-    for r in rows if record is not None else []:
-        r["strength"] = record.get("strength")
-    print(format_table(rows), flush=True)
-    if cfg.output:
-        with output:
-            print(f"\nwrote {write_jsonl(cfg.output, rows)} ({len(rows)} rows)")
-    if cfg.tb_dir:
-        log_tensorboard(cfg.tb_dir, rows, config=asdict(cfg))
-        print(f"TensorBoard text: {cfg.tb_dir} (tag 'generations')")
-    return rows

@@ -27,14 +27,13 @@ import torch
 from torch import nn
 
 from lineas.core.errors import MergeError
-from lineas.core.files import MERGE_RECORD
 from lineas.core.maps import AffineMaps, check_strength
 from lineas.core.merge import MergePlan, merge_
 from lineas.models.causal_lm import load_causal_lm
 from lineas.models.families import check_fitted_on, fold_rules
 from lineas.models.offline import GGUF_FILE, gguf_dir
 from lineas.models.sources import resolve
-from lineas.tasks.export import export_output, mergeable
+from lineas.tasks.export import export_output, mergeable, write_merge_record
 
 GGUF_NAME = "model.gguf"
 TENSOR_TYPES = ("f32", "f16", "q8_0")
@@ -138,16 +137,9 @@ def export_gguf(
             tensors = ((name, *_typed(x, tensor_type)) for name, x in full.items())
             metadata = _hf_metadata(base.config, tokenizer)
         _write(tmp / GGUF_NAME, metadata, provenance, tensors)
-        record = {
-            "base_model": spec,
-            "strength": strength,
-            "format": "gguf",
-            "sites": [str(s) for s in maps.sites],
-            "tensors_written": sorted(changed),
-            "tensor_type": tensor_type,
-            "maps_info": maps.info,
-        }
-        (tmp / MERGE_RECORD).write_text(json.dumps(record, indent=2) + "\n")
+        write_merge_record(
+            tmp, spec, strength, maps, format="gguf", tensors_written=sorted(changed), tensor_type=tensor_type
+        )
     return output_dir
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 from contextlib import nullcontext
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -20,11 +19,8 @@ import torch
 from lineas.core.files import write_bytes
 from lineas.core.maps import AffineMaps
 from lineas.core.outputs import Output
-from lineas.models.diffusion import PipelineModules, load_pipeline
-from lineas.models.families import check_fitted_on
-from lineas.models.sources import resolve
+from lineas.models.diffusion import PipelineModules
 from lineas.tasks.configs import GenerateConfig
-from lineas.tasks.steered import Steering
 
 
 def render(
@@ -94,22 +90,3 @@ def lineas_png(path: Path) -> bool:
 def grid_output(cfg: GenerateConfig) -> Output:
     """The claim on ``generate``'s image grid file."""
     return Output(cfg.image_grid, "grid", overwrite=cfg.overwrite, what="image_grid", ours=lineas_png)
-
-
-def run_images(cfg: GenerateConfig, steering: Steering, prompts: list[str], device: str) -> list[dict[str, Any]]:
-    """``python -m lineas.generate`` on a pipeline: one grid PNG, and one row per prompt x seed x column."""
-    pipe = load_pipeline(steering.spec, cfg.dtype).to(device)
-    maps = steering.maps
-    if maps is not None:
-        check_fitted_on(maps.info, PipelineModules(pipe), steering.spec)
-        maps.to(device)
-    call = {k: v for k, v in asdict(cfg.pipeline).items() if v is not None}
-    images = render(
-        pipe, prompts, cfg.seeds, maps, steering.strengths, **{**resolve(steering.spec).pipeline_settings, **call}
-    )
-    with grid_output(cfg):
-        path = save_png(cfg.image_grid, grid(images))
-    columns = [f"{s:g}" for s in steering.strengths] if maps is not None else [steering.label]
-    rows = [{"prompt": p, "seed": int(seed), "column": c} for c in columns for p in prompts for seed in cfg.seeds]
-    print(f"{len(prompts)} prompts x {len(cfg.seeds)} seeds x columns {columns}: {path}")
-    return rows

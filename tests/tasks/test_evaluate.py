@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import lineas
+from lineas.cli.evaluate import run_evaluate
 from lineas.cli.train import train
 from lineas.core.errors import ConfigError, OutputExistsError
 from lineas.core.maps import AffineMaps
@@ -15,7 +16,7 @@ from lineas.core.outputs import MARKER
 from lineas.metrics import Toxicity
 from lineas.metrics.perplexity import fluency_with_se, perplexity_with_se
 from lineas.tasks.configs import EvaluateConfig, Sampling
-from lineas.tasks.evaluate import evaluate, run_evaluate
+from lineas.tasks.evaluate import evaluate
 from tests.helpers import compose_cfg, run_cli
 
 

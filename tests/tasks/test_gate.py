@@ -7,6 +7,7 @@ import torch
 from safetensors.torch import load_file
 
 from lineas import MergeError, load_maps
+from lineas.cli.gate import run_gate
 from lineas.core.errors import ConfigError
 from lineas.core.files import data_path
 from lineas.core.gate import Gate
@@ -14,7 +15,7 @@ from lineas.core.loss import pool
 from lineas.datamodules import split_prompts
 from lineas.tasks.configs import GateConfig
 from lineas.tasks.export import export
-from lineas.tasks.gate import fit_posthoc, mean_gate, run_gate, site_samples
+from lineas.tasks.gate import fit_posthoc, mean_gate, site_samples
 from tests.helpers import random_maps_for, run_cli
 
 SOURCE, CONTROL = data_path("toxicity/toxic.txt"), data_path("tiny/polite.txt")  # a random model sees the style

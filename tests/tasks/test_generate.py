@@ -11,6 +11,7 @@ from hydra import compose, initialize_config_module
 from transformers import AutoModelForCausalLM
 
 import lineas
+from lineas.cli.generate import run_generate as run
 from lineas.cli.main import typed
 from lineas.conf import register
 from lineas.core.hooks import probe
@@ -18,7 +19,6 @@ from lineas.models.causal_lm import load_causal_lm as load_model
 from lineas.tasks.configs import GenerateConfig, Sampling
 from lineas.tasks.export import export
 from lineas.tasks.generate import format_prompts, generate
-from lineas.tasks.generate import run_generate as run
 from tests.helpers import random_maps, run_cli
 
 SPEC = "tiny:llama"
