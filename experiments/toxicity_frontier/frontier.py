@@ -27,6 +27,14 @@ def load(split: str) -> tuple[dict, list[dict]]:
     return base, [r for r in runs if r["metrics"]]
 
 
+def why(run: dict) -> str:
+    """How a diverged fit went: its held-out W2 before -> after, or the step its loss became non-finite."""
+    if "heldout_w2" in run:
+        return f"{run['heldout_w2']['before']:.4f} -> {run['heldout_w2']['after']:.4f}"
+    step = run["failure"].split(" at step ")[1].split(" ")[0]
+    return f"non-finite loss at step {step}"
+
+
 def diverged(split: str) -> list[dict]:
     """The fits whose held-out W2 rose (not evaluated)."""
     folder = HERE / "results" / split
@@ -136,9 +144,9 @@ def main() -> None:
     text = table(base, runs, pts)
     gone = diverged(args.split)
     if gone:
-        text += "\n\nDiverged (held-out W2 of the fitting sentences rose; not evaluated): " + ", ".join(
-            f"{r['name']} ({r['heldout_w2']['before']:.4f} -> {r['heldout_w2']['after']:.4f})" for r in gone
-        )
+        text += "\n\nDiverged (held-out W2 of the fitting sentences rose, or the loss became non-finite; "
+        text += "not evaluated): "
+        text += ", ".join(f"{r['name']} ({why(r)})" for r in gone)
     write_text(folder / "frontier.md", text + "\n")
     plot(base, runs, pts, folder / "frontier.png", f"SmolLM2-135M, {args.split} sets; each curve: strengths 0.25-1")
     print(text)

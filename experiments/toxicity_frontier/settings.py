@@ -20,6 +20,9 @@ OPTIMIZERS = {
     "adam30lr1e-2": ["optimizer=adam", "module.lr=1e-2", "trainer.max_steps=30"],  # norm sites: 3e-2 diverges
     "adam60": ["optimizer=adam", "module.lr=3e-2", "trainer.max_steps=60"],  # stage D: a longer fit
     "sgd100": ["optimizer=sgd", "module.lr=0.1", "trainer.max_steps=100"],
+    # the normalised loss: lr 0.1 and 1e-2 turn the loss non-finite at steps 6 and 7 on mlp_in
+    "sgd100lr1e-2": ["optimizer=sgd", "module.lr=1e-2", "trainer.max_steps=100"],
+    "sgd100lr1e-3": ["optimizer=sgd", "module.lr=1e-3", "trainer.max_steps=100"],
 }
 NORMALIZE = {"norm": ["module.normalize=true"], "raw": ["module.normalize=false"]}
 
@@ -83,6 +86,10 @@ SETTINGS: dict[str, list[str]] = (
     | stage_d("mlp_in-adam30lr1e-2-norm", ("3",))
     # and the site set of stage A's largest eligible cut at any strength (attn_in: 3.84x at strength 0.5)
     | stage_d("attn_in-adam30lr1e-2-norm", ("1",))
+    # SGD on the normalised loss at the lr that stays finite (rule 0)
+    | dict([setting("mlp_in", "sgd100lr1e-2", "norm"), setting("mlp_in", "sgd100lr1e-3", "norm")])
+    # the authors' whole recipe: their sites, SGD at lr 0.1, 1000 steps, the raw loss, no sparsity, float32
+    | {"paper": ["recipe=toxicity_smollm2_paper"]}
     | BASELINES
 )
 # reported on the test sets: today's default (stage A's mlp_out point), the authors' site set at the lr that

@@ -40,21 +40,40 @@ MODEL = "offline:smollm2-135m-instruct"
 NO_EXTRAS = ["callbacks.evaluate=null", "callbacks.export_merged=null", "callbacks.export_gguf=null"]
 
 
-def fit(name: str, overrides: list[str], runs: Path) -> tuple[Path, float | None]:
-    """The maps of ``name`` (fitted now unless its run is complete) and the fit's wall time in seconds."""
-    out = runs / name
+def fit(name: str, overrides: list[str], runs: Path) -> tuple[Path | None, float | None, str | None]:
+    """The maps of ``name`` (fitted now unless its run is complete; an interrupted fit continues from its last
+    checkpoint), the fit's wall time in seconds (all its sessions) and, for a fit whose loss became non-finite,
+    lineas.train's message instead of maps."""
+    out, walls = runs / name, runs / f"{name}.wall"
     if (out / "maps" / "lineas.json").exists():
-        wall = out / "wall_s.txt"
-        return out / "maps", float(wall.read_text()) if wall.exists() else None
-    if out.exists():  # an interrupted fit of this sweep: start it again
+        return out / "maps", _wall(out, walls), None
+    last = out / "checkpoints" / "last.ckpt"
+    resume = [f"resume={last}"] if last.exists() else []
+    if out.exists() and not resume:  # stopped before its first checkpoint: start it again
         shutil.rmtree(out)
-    cmd = [sys.executable, "-m", "lineas.train", f"output_dir={out}", *NO_EXTRAS, *overrides]
+        walls.unlink(missing_ok=True)
+    cmd = [sys.executable, "-m", "lineas.train", f"output_dir={out}", *NO_EXTRAS, *overrides, *resume]
     print("$", " ".join(cmd[1:]), flush=True)
     start = time.perf_counter()
-    subprocess.run([*cmd, "trainer.enable_progress_bar=false"], check=True)
-    wall = time.perf_counter() - start
-    (out / "wall_s.txt").write_text(f"{wall:.2f}\n")
-    return out / "maps", wall
+    try:
+        done = subprocess.run([*cmd, "trainer.enable_progress_bar=false"], stderr=subprocess.PIPE, text=True)
+    finally:
+        with walls.open("a") as f:
+            f.write(f"{time.perf_counter() - start:.2f}\n")
+    sys.stderr.write(done.stderr)
+    if done.returncode != 0:
+        if "non-finite W2 loss" not in done.stderr:
+            raise SystemExit(f"{name}: lineas.train failed (exit {done.returncode})")
+        return None, _wall(out, walls), done.stderr.strip().splitlines()[-1]
+    return out / "maps", _wall(out, walls), None
+
+
+def _wall(out: Path, walls: Path) -> float | None:
+    """Seconds of all the sessions of a fit (wall_s.txt: fits recorded before fits could continue)."""
+    if walls.exists():
+        return round(sum(float(x) for x in walls.read_text().split()), 2)
+    old = out / "wall_s.txt"
+    return float(old.read_text()) if old.exists() else None
 
 
 def main() -> None:
@@ -79,7 +98,12 @@ def main() -> None:
         base[0]["strength"] = 0.0  # the model as it is: the base
         write_json(results / "base.json", {"prompts": prompts_file, "texts": texts_file, "metrics": base})
     for name in todo:
-        maps_dir, wall = fit(name, SETTINGS[name], args.runs)
+        maps_dir, wall, failure = fit(name, SETTINGS[name], args.runs)
+        if maps_dir is None:  # the loss became non-finite: no maps
+            record = {"name": name, "overrides": SETTINGS[name], "fit_wall_s": wall, "diverged": True}
+            write_json(results / f"{name}.json", {**record, "failure": failure, "metrics": []})
+            print(f"{name}: diverged ({failure})", flush=True)
+            continue
         maps = load_maps(maps_dir)
         w2 = json.loads((maps_dir.parent / "fit_summary.json").read_text())["heldout_w2"]["mean"]
         if (

@@ -17,51 +17,17 @@ from torch import nn
 
 from lineas.core.errors import ModelSourceError
 from lineas.models.cache import cached
+from lineas.models.families import FAMILIES
 from lineas.models.offline import smollm2_tokenizer_dir
 
 
-def tiny_config(family: str, vocab_size: int):
-    """A small config of ``family`` (hidden 64, 4 layers) sized for tests.
-
-    Weights are drawn with std 0.2 (not the usual 0.02) so that activations have unit-ish scale.
-    """
-    from transformers import Gemma2Config, GPT2Config, LlamaConfig, MistralConfig, Phi3Config, Qwen2Config
-
-    common = dict(
-        vocab_size=vocab_size,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        bos_token_id=1,
-        eos_token_id=2,
-        pad_token_id=2,
-        tie_word_embeddings=True,
-        initializer_range=0.2,
-    )
-    builders = {
-        "llama": lambda: LlamaConfig(**common),
-        "qwen2": lambda: Qwen2Config(**common),
-        "mistral": lambda: MistralConfig(**common, sliding_window=None),
-        "phi3": lambda: Phi3Config(**common),
-        "gemma2": lambda: Gemma2Config(**common, head_dim=16, query_pre_attn_scalar=16, sliding_window=128),
-        "gpt2": lambda: GPT2Config(
-            vocab_size=vocab_size,
-            n_embd=64,
-            n_layer=4,
-            n_head=4,
-            n_positions=256,
-            bos_token_id=1,
-            eos_token_id=2,
-            pad_token_id=2,
-            initializer_range=0.2,
-        ),
-    }
-    if family not in builders:
-        raise ModelSourceError(f"tiny:{family}: no such tiny model; choose one of {sorted(builders)}")
-    return builders[family]()
+def tiny_config(family: str, vocab_size: int) -> Any:
+    """The tiny config of ``family`` (its family file's ``tiny``: hidden 64, 4 layers) for tests."""
+    builder = FAMILIES[family].tiny if family in FAMILIES else None
+    if builder is None:
+        known = sorted(t for t, f in FAMILIES.items() if f.tiny is not None)
+        raise ModelSourceError(f"tiny:{family}: no such tiny model; choose one of {known}")
+    return builder(vocab_size)
 
 
 def tiny_dir(family: str, seed: int = 0) -> Path:

@@ -18,7 +18,6 @@ tensors (``blk.N.ffn_down.bias``, ``blk.N.attn_q.bias``, ...), which is where th
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -30,36 +29,23 @@ from lineas.core.errors import MergeError
 from lineas.core.maps import AffineMaps, check_strength
 from lineas.core.merge import MergePlan, merge_
 from lineas.models.causal_lm import load_causal_lm
-from lineas.models.families import check_fitted_on, fold_rules
+from lineas.models.families import FAMILIES, check_fitted_on, fold_rules
+from lineas.models.families.llama import LLAMA_GGUF
+from lineas.models.family import GGUFNames
 from lineas.models.offline import GGUF_FILE, gguf_dir
 from lineas.models.sources import resolve
 from lineas.tasks.export import export_output, mergeable, write_merge_record
 
 GGUF_NAME = "model.gguf"
 TENSOR_TYPES = ("f32", "f16", "q8_0")
-_LAYER = {
-    "input_layernorm": "attn_norm",
-    "post_attention_layernorm": "ffn_norm",
-    "self_attn.q_proj": "attn_q",
-    "self_attn.k_proj": "attn_k",
-    "self_attn.v_proj": "attn_v",
-    "self_attn.o_proj": "attn_output",
-    "mlp.gate_proj": "ffn_gate",
-    "mlp.up_proj": "ffn_up",
-    "mlp.down_proj": "ffn_down",
-}
-_GLOBAL = {"model.embed_tokens": "token_embd", "model.norm": "output_norm", "lm_head": "output"}
 
 
-def gguf_name(hf_name: str) -> str:
-    """llama.cpp's name of a Llama parameter (``model.layers.3.mlp.down_proj.bias`` -> ``blk.3.ffn_down.bias``)."""
-    module, _, kind = hf_name.rpartition(".")
-    m = re.fullmatch(r"model\.layers\.(\d+)\.(.+)", module)
-    if m and m.group(2) in _LAYER:
-        return f"blk.{m.group(1)}.{_LAYER[m.group(2)]}.{kind}"
-    if module in _GLOBAL:
-        return f"{_GLOBAL[module]}.{kind}"
-    raise MergeError(f"{hf_name}: no GGUF name for this Llama parameter")
+def gguf_name(hf_name: str, names: GGUFNames = LLAMA_GGUF) -> str:
+    """llama.cpp's name of a parameter (``model.layers.3.mlp.down_proj.bias`` -> ``blk.3.ffn_down.bias``)."""
+    name = names.name(hf_name)
+    if name is None:
+        raise MergeError(f"{hf_name}: no GGUF name for this parameter")
+    return name
 
 
 def gguf_layout(hf_name: str, t: torch.Tensor, config: Any) -> np.ndarray:
@@ -107,14 +93,16 @@ def export_gguf(
     maps, spec = mergeable(maps, model, ungated)
     base, tokenizer = load_causal_lm(spec, torch.float32)
     check_fitted_on(maps.info, base, spec)
-    if base.config.model_type != "llama":
+    family = FAMILIES.get(base.config.model_type)
+    if family is None or family.gguf is None:
+        written = ", ".join(sorted(t for t, f in FAMILIES.items() if f.gguf is not None))
         raise MergeError(
-            f"GGUF export writes Llama-family models; {spec} is a {base.config.model_type} model: "
+            f"GGUF export writes models of model_type {written}; {spec} is a {base.config.model_type} model: "
             "export the transformers folder instead (format=transformers)"
         )
     plan = merge_(base, maps, fold_rules(base), strength)
     params = dict(base.named_parameters())
-    changed = {gguf_name(n): gguf_layout(n, params[n], base.config) for n in touched(base, maps, plan)}
+    changed = {gguf_name(n, family.gguf): gguf_layout(n, params[n], base.config) for n in touched(base, maps, plan)}
     provenance = {
         "lineas.base_model": spec,
         "lineas.strength": float(strength),
@@ -130,7 +118,7 @@ def export_gguf(
             metadata = _gguf_metadata(reader)
         else:
             full = {
-                gguf_name(n): gguf_layout(n, p, base.config)
+                gguf_name(n, family.gguf): gguf_layout(n, p, base.config)
                 for n, p in params.items()
                 if not (n == "lm_head.weight" and base.config.tie_word_embeddings)
             }

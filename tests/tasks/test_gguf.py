@@ -117,7 +117,7 @@ def test_gguf_of_an_unsteered_export_matches_llama_cpp_as_closely(tiny_llama, tm
 
 def test_refusals(tmp_path):
     gpt2 = lineas.CausalLM("tiny:gpt2")
-    with pytest.raises(lineas.MergeError, match="GGUF export writes Llama-family models; tiny:gpt2 is a gpt2"):
+    with pytest.raises(lineas.MergeError, match="GGUF export writes models of model_type llama; tiny:gpt2 is a gpt2"):
         export_gguf(random_maps_for(gpt2, "mlp_out"), tmp_path / "g1")
     with pytest.raises(lineas.MergeError, match="clipped"):
         export_gguf(clipped_maps(), tmp_path / "g2")

@@ -2,7 +2,7 @@
 
 from lineas.core.merge import FoldRules
 from lineas.models.families.llama import ATTN_IN, LAYER, MLP_IN
-from lineas.models.family import Family
+from lineas.models.family import TINY_DECODER, Family, tiny_config
 
 GEMMA2 = Family(
     "gemma2",
@@ -13,4 +13,5 @@ GEMMA2 = Family(
         {"attention_bias": [*ATTN_IN, "self_attn.o_proj"]},
         rmsnorm_offset=1.0,
     ),
+    tiny=tiny_config("Gemma2Config", **TINY_DECODER, head_dim=16, query_pre_attn_scalar=16, sliding_window=128),
 )
