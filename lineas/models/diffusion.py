@@ -28,13 +28,10 @@ from torch import nn
 
 from lineas.core.errors import ConfigError, ModelSourceError
 from lineas.models.backbone import parse_dtype
+from lineas.models.families import FAMILIES
 from lineas.models.sources import canonical_spec, resolve
 
-PIPELINE_FAMILIES = {
-    "StableDiffusionPipeline": "stable_diffusion",
-    "StableDiffusionXLPipeline": "stable_diffusion_xl",
-    "FluxPipeline": "flux",
-}
+PIPELINE_FAMILIES = {f.pipeline_class: t for t, f in FAMILIES.items() if f.pipeline_class}  # class -> family
 COMPONENTS = ("text_encoder", "text_encoder_2", "unet", "transformer")
 
 
@@ -114,7 +111,7 @@ class DiffusionPipe:
             max_sequence_length=max_sequence_length,
         )
         self.call_kwargs = {**resolve(model).pipeline_settings, **{k: v for k, v in given.items() if v is not None}}
-        if self.family != "flux":
+        if "max_sequence_length" not in FAMILIES[self.family].call_keys:
             self.call_kwargs.pop("max_sequence_length", None)
         self.seed = seed
         steps = self.call_kwargs.get("num_inference_steps", 1)
@@ -130,26 +127,25 @@ class DiffusionPipe:
 
     def forward(self, batch: dict[str, Any]) -> torch.Tensor:
         device = next(self.model.parameters()).device
-        step = self._flux_step if self.family == "flux" else self._unet_step
-        return step(batch["prompt"], device)
+        return FAMILIES[self.family].denoise(self, batch["prompt"], device)
 
-    def _size(self) -> tuple[int, int]:
+    def size(self) -> tuple[int, int]:
         pipe = self.pipe
         default = (getattr(pipe, "default_sample_size", None) or pipe.unet.config.sample_size) * pipe.vae_scale_factor
         return self.call_kwargs.get("height", default), self.call_kwargs.get("width", default)
 
-    def _noise(self, n: int, shape: tuple[int, ...], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    def noise(self, n: int, shape: tuple[int, ...], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
         g = torch.Generator().manual_seed(self.seed)
         return torch.randn((1, *shape), generator=g).to(device, dtype).expand(n, *shape)
 
-    def _timesteps(self, device: torch.device, **kw: Any) -> torch.Tensor:
+    def timesteps(self, device: torch.device, **kw: Any) -> torch.Tensor:
         # the scheduler as the pipeline sets it (which also resets a multistep solver's history): step
         # count, or FLUX's explicit sigmas and shift mu
         kw = kw or {"num_inference_steps": self.call_kwargs.get("num_inference_steps", 1)}
         self.pipe.scheduler.set_timesteps(device=device, **kw)
         return self.pipe.scheduler.timesteps
 
-    def _sample(self, latents: torch.Tensor, timesteps: torch.Tensor, denoise: Any) -> torch.Tensor:
+    def sample(self, latents: torch.Tensor, timesteps: torch.Tensor, denoise: Any) -> torch.Tensor:
         """The denoiser's output at the last of the first ``fit_steps`` sampler steps from ``latents``.
 
         A stochastic sampler (ancestral, SDE) draws its step noise from a generator seeded with ``seed``,
@@ -164,72 +160,3 @@ class DiffusionPipe:
             if k + 1 < self.fit_steps:
                 latents = scheduler.step(out, t, latents, return_dict=False, **seeded)[0]
         return out
-
-    def _unet_step(self, prompts: list[str], device: torch.device) -> torch.Tensor:
-        pipe, n = self.pipe, len(prompts)
-        (height, width), unet = self._size(), pipe.unet
-        timesteps = self._timesteps(device)
-        f = pipe.vae_scale_factor
-        latents = self._noise(n, (unet.config.in_channels, height // f, width // f), device, unet.dtype)
-        if self.family == "stable_diffusion_xl":
-            embeds, _, pooled, _ = pipe.encode_prompt(prompts, device=device, do_classifier_free_guidance=False)
-            time_ids = pipe._get_add_time_ids(
-                (height, width),
-                (0, 0),
-                (height, width),
-                dtype=embeds.dtype,
-                text_encoder_projection_dim=pipe.text_encoder_2.config.projection_dim,
-            )
-            extra = {"added_cond_kwargs": {"text_embeds": pooled, "time_ids": time_ids.to(device).expand(n, -1)}}
-        else:
-            embeds, _ = pipe.encode_prompt(prompts, device, 1, False)
-            extra = {}
-
-        def denoise(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            x = pipe.scheduler.scale_model_input(x, t)
-            return unet(x, t, encoder_hidden_states=embeds, **extra).sample
-
-        return self._sample(latents * pipe.scheduler.init_noise_sigma, timesteps, denoise)
-
-    def _flux_step(self, prompts: list[str], device: torch.device) -> torch.Tensor:
-        import numpy as np
-        from diffusers.pipelines.flux.pipeline_flux import calculate_shift
-
-        pipe, n = self.pipe, len(prompts)
-        (height, width), tr = self._size(), pipe.transformer
-        embeds, pooled, text_ids = pipe.encode_prompt(
-            prompts, prompt_2=None, device=device, max_sequence_length=self.call_kwargs.get("max_sequence_length", 512)
-        )
-        c, h, w = (
-            tr.config.in_channels // 4,
-            2 * (height // (pipe.vae_scale_factor * 2)),
-            2 * (width // (pipe.vae_scale_factor * 2)),
-        )
-        latents = pipe._pack_latents(self._noise(1, (c, h, w), device, tr.dtype), 1, c, h, w).expand(n, -1, -1)
-        image_ids = pipe._prepare_latent_image_ids(1, h // 2, w // 2, device, tr.dtype)
-        steps = self.call_kwargs.get("num_inference_steps", 1)
-        cfg = pipe.scheduler.config
-        mu = calculate_shift(
-            latents.shape[1],
-            cfg.get("base_image_seq_len", 256),
-            cfg.get("max_image_seq_len", 4096),
-            cfg.get("base_shift", 0.5),
-            cfg.get("max_shift", 1.15),
-        )
-        timesteps = self._timesteps(device, sigmas=np.linspace(1.0, 1 / steps, steps), mu=mu)
-        guidance = None
-        if tr.config.guidance_embeds:
-            guidance = torch.full((n,), self.call_kwargs.get("guidance_scale", 3.5), device=device, dtype=torch.float32)
-
-        def denoise(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            return tr(
-                hidden_states=x,
-                timestep=(t / 1000).expand(n).to(tr.dtype),
-                guidance=guidance,
-                pooled_projections=pooled,
-                encoder_hidden_states=embeds,
-                txt_ids=text_ids,
-                img_ids=image_ids,
-            ).sample
-
-        return self._sample(latents, timesteps, denoise)

@@ -68,6 +68,11 @@ class Family:
     fold: FoldRules = field(default_factory=FoldRules)
     tiny: Optional[Callable[[int], Any]] = None  # tiny:MODEL_TYPE, given the vocabulary size (None: no tiny model)
     gguf: Optional[GGUFNames] = None  # None: no GGUF export
+    # diffusers families: the pipeline class, the fitting forward (backbone, prompts, device) -> denoiser output,
+    # and the call settings beyond size, steps and guidance that the pipeline takes
+    pipeline_class: Optional[str] = None
+    denoise: Optional[Callable[..., Any]] = None
+    call_keys: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.default_preset not in self.presets:

@@ -72,15 +72,15 @@ def test_the_fitting_forward_follows_the_pipelines_own_sampler(family):
     with torch.no_grad():
         fitted = [b.forward(b.collate(prompts)) for b in backbones]
         outputs.clear()
-        h, w = backbones[0]._size()
+        h, w = backbones[0].size()
         f = pipe.vae_scale_factor
         if family == "sd":
-            noise = backbones[0]._noise(
+            noise = backbones[0].noise(
                 len(prompts), (denoiser.config.in_channels, h // f, w // f), "cpu", torch.float32
             )
         else:
             c, lh, lw = denoiser.config.in_channels // 4, 2 * (h // (f * 2)), 2 * (w // (f * 2))
-            noise = pipe._pack_latents(backbones[0]._noise(1, (c, lh, lw), "cpu", torch.float32), 1, c, lh, lw)
+            noise = pipe._pack_latents(backbones[0].noise(1, (c, lh, lw), "cpu", torch.float32), 1, c, lh, lw)
             noise = noise.expand(len(prompts), -1, -1)
         pipe(prompts, latents=noise, output_type="latent", **backbones[0].call_kwargs)
     handle.remove()
