@@ -45,7 +45,7 @@ in turn with ``time.perf_counter``, so that load from other processes is shared 
 Options of the module apply to the lineas step: ``--checkpointing`` (activation checkpointing of
 the site blocks), ``--prefix-cache`` (hidden states before the first site's layer computed once;
 with ``--first-layer F`` the sites start at layer F). ``--dtype bfloat16`` loads the base in bf16
-(maps and loss stay float32); ``--shape gemma2-2b`` (or another of ``lineas.models.synthetic.SHAPES``) builds
+(maps and loss stay float32); ``--shape gemma2-2b`` (or another of ``lineas.models.synthetic.MODEL_SHAPES``) builds
 random weights with that model's real shapes on ``--device``.
 
 The table gives the median seconds per timed step (robust to bursts of load on a shared machine),

@@ -98,15 +98,15 @@ def _configs() -> dict[str, Callable[[], Any]]:
     }
 
 
-SHAPES = ("gemma2-2b", "qwen2.5-1.5b", "qwen2.5-7b", "llama3-8b")
+MODEL_SHAPES = ("gemma2-2b", "qwen2.5-1.5b", "qwen2.5-7b", "llama3-8b")
 
 
 def random_model(name: str, dtype: torch.dtype, device: str | torch.device = "cpu") -> nn.Module:
-    """A causal LM shaped like ``name`` (one of :data:`SHAPES`), random weights created on ``device``."""
+    """A causal LM shaped like ``name`` (one of :data:`MODEL_SHAPES`), random weights created on ``device``."""
     from transformers import AutoModelForCausalLM
 
     configs = _configs()
     if name not in configs:
-        raise ModelSourceError(f"shape:{name}: choose one of {', '.join(SHAPES)}")
+        raise ModelSourceError(f"shape:{name}: choose one of {', '.join(MODEL_SHAPES)}")
     with torch.device(device):
         return AutoModelForCausalLM.from_config(configs[name](), dtype=dtype)
