@@ -71,32 +71,9 @@ def test_bf16_true_precision_is_refused():
         fit("bfloat16", "bf16-true")
 
 
-def test_python_api_matches_recipe_defaults(tmp_path):
-    maps = lineas.fit(
-        "tiny:llama",
-        data_path("toxicity/toxic.txt"),
-        data_path("tiny/polite.txt"),
-        sites="mlp_out",
-        steps=15,
-        lr=3e-2,
-        num_fit=32,
-        output_dir=tmp_path,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-    assert maps.info["steps"] == 15
-    summary = json.loads((tmp_path / "fit_summary.json").read_text())["heldout_w2"]["mean"]
-    assert summary["after"] < summary["before"]
-    loaded = lineas.load_maps(tmp_path / "maps")
-    for a, b in zip(maps.beta, loaded.beta):
-        assert torch.equal(a.detach(), b.detach())
-
-
-def test_python_api_and_command_line_build_the_same_fit(tmp_path):
-    """One builder: ``lineas.fit`` with the tiny recipe's settings gives the maps ``python -m lineas.train
-    recipe=tiny`` gives, number for number, with the same record."""
-    steps = ["trainer.max_steps=8", "trainer.val_check_interval=4", "trainer.enable_progress_bar=false"]
-    train(compose_cfg("recipe=tiny", f"output_dir={tmp_path / 'cli'}", *steps))
+def test_python_api_matches_recipe_defaults_and_builds_the_fit_the_command_line_builds(tmp_path):
+    """One builder: ``lineas.fit`` with the tiny recipe's settings writes the maps and summary a run writes, and
+    its maps are those of ``python -m lineas.train recipe=tiny``, number for number, with the same record."""
     maps = lineas.fit(
         "tiny:llama",
         data_path("toxicity/toxic.txt"),
@@ -108,9 +85,14 @@ def test_python_api_and_command_line_build_the_same_fit(tmp_path):
         output_dir=tmp_path / "api",
         enable_progress_bar=False,
     )
-    cli = lineas.load_maps(tmp_path / "cli" / "maps")
-    for a, b in zip([*maps.omega, *maps.beta], [*cli.omega, *cli.beta]):
-        assert torch.equal(a.detach(), b.detach())
+    assert maps.info["steps"] == 8
+    summary = json.loads((tmp_path / "api" / "fit_summary.json").read_text())["heldout_w2"]["mean"]
+    assert summary["after"] < summary["before"]
+    steps = ["trainer.max_steps=8", "trainer.val_check_interval=4", "trainer.enable_progress_bar=false"]
+    train(compose_cfg("recipe=tiny", f"output_dir={tmp_path / 'cli'}", *steps))
+    saved, cli = lineas.load_maps(tmp_path / "api" / "maps"), lineas.load_maps(tmp_path / "cli" / "maps")
+    for a, b, c in zip([*maps.omega, *maps.beta], [*saved.omega, *saved.beta], [*cli.omega, *cli.beta]):
+        assert torch.equal(a.detach(), b.detach()) and torch.equal(a.detach(), c.detach())
     assert maps.info == cli.info
 
 
