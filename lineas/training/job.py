@@ -10,6 +10,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import lightning as L
 from hydra import compose, initialize_config_module
+from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, ValidationError, open_dict
@@ -32,8 +33,15 @@ def train_config(*overrides: str) -> DictConfig:
     """The config ``python -m lineas.train`` composes for ``overrides`` (give ``output_dir=``: outside a Hydra
     run there is no run folder to default to)."""
     register()
-    with initialize_config_module("lineas.conf", version_base="1.3"):
-        return compose("train", overrides=list(overrides))
+    # Hydra allows one initialised config search at a time: inside someone else's Hydra app, set theirs aside
+    theirs = GlobalHydra.instance().hydra
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_module("lineas.conf", version_base="1.3"):
+            return compose("train", overrides=list(overrides))
+    finally:
+        if theirs is not None:  # the context above restores the state it found, a cleared one
+            GlobalHydra.instance().initialize(theirs)
 
 
 def check_config(cfg: DictConfig) -> DictConfig:

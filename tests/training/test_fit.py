@@ -8,11 +8,14 @@ import json
 import lightning as L
 import pytest
 import torch
+from hydra import initialize_config_module
+from hydra.core.global_hydra import GlobalHydra
 
 import lineas
 from lineas.cli.train import train
+from lineas.conf import register
 from lineas.core.files import data_path
-from lineas.training.job import check_config
+from lineas.training.job import check_config, train_config
 from tests.helpers import compose_cfg
 
 LR = 1e-2
@@ -103,3 +106,13 @@ def test_train_config_types_its_values_and_passes_other_trainer_arguments():
         check_config(compose_cfg("output_dir=x", "+foo=1"))
     cfg = check_config(compose_cfg("output_dir=x", "trainer.max_steps='7'", "+trainer.gradient_clip_algorithm=norm"))
     assert cfg.trainer.max_steps == 7 and cfg.trainer.gradient_clip_algorithm == "norm"
+
+
+def test_the_config_of_a_fit_composes_inside_another_hydra_context_and_leaves_it_as_it_was():
+    """``lineas.fit`` called from a user's Hydra app: Hydra holds one config search at a time."""
+    register()
+    with initialize_config_module("lineas.conf", version_base="1.3"):
+        before = GlobalHydra.instance().hydra
+        assert train_config("output_dir=x", "recipe=tiny").backbone.model == "tiny:llama"
+        assert GlobalHydra.instance().hydra is before
+    assert not GlobalHydra.instance().is_initialized()
