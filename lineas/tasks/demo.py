@@ -29,7 +29,7 @@ from torch import nn
 from lineas.core.errors import ConfigError, LineasError
 from lineas.models.causal_lm import load_causal_lm
 from lineas.models.diffusion import PipelineModules, load_pipeline
-from lineas.models.families import check_fitted_on, model_type_of
+from lineas.models.families import model_type_of
 from lineas.models.sources import resolve
 from lineas.tasks.configs import DemoConfig, Sampling
 from lineas.tasks.images import grid, render_rows
@@ -88,10 +88,8 @@ def load_demo(cfg: DemoConfig) -> Demo:
     else:
         model, tokenizer = load_causal_lm(spec, cfg.dtype, device)
         modules = model
-    for maps in stack.maps if stack is not None else []:
-        check_fitted_on(maps.info, modules, spec)
-        maps.to(device)
     if stack is not None:
+        stack.check_against(modules)
         with stacked(modules, stack, [0.0] * len(stack.maps)):  # every site names a module of this model
             pass
     return Demo(spec, model, modules, tokenizer, stack, label)

@@ -30,7 +30,6 @@ from lineas.core.maps import AffineMaps, check_strength
 from lineas.core.merge import MergePlan, merge_
 from lineas.models.causal_lm import load_causal_lm
 from lineas.models.families import FAMILIES, check_fitted_on, fold_rules
-from lineas.models.families.llama import LLAMA_GGUF
 from lineas.models.family import GGUFNames
 from lineas.models.offline import GGUF_FILE, gguf_dir
 from lineas.models.sources import resolve
@@ -40,7 +39,7 @@ GGUF_NAME = "model.gguf"
 TENSOR_TYPES = ("f32", "f16", "q8_0")
 
 
-def gguf_name(hf_name: str, names: GGUFNames = LLAMA_GGUF) -> str:
+def gguf_name(hf_name: str, names: GGUFNames) -> str:
     """llama.cpp's name of a parameter (``model.layers.3.mlp.down_proj.bias`` -> ``blk.3.ffn_down.bias``)."""
     name = names.name(hf_name)
     if name is None:

@@ -11,13 +11,14 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import torch
+from torch import nn
 
 from lineas.core.errors import ConfigError
 from lineas.core.files import atomic_dir
 from lineas.core.maps import AffineMaps, check_strength
 from lineas.tasks.export import export
 from lineas.tasks.gguf import export_gguf
-from lineas.tasks.steered import load_steering
+from lineas.tasks.steered import Steering, load_steering
 
 MERGED, GGUF = "merged", "gguf"  # the export folder's parts, as in a training run's folder
 
@@ -31,6 +32,11 @@ class Stack:
     maps: list[AffineMaps]
     pipeline: bool
     model: str | None = None
+
+    def check_against(self, model: nn.Module) -> None:
+        """Refuse folders fitted on another kind of model than ``model``; move their maps to its device."""
+        for maps in self.maps:
+            Steering(self.spec, maps).check_against(model)
 
 
 def load_stack(folders: Sequence[str], model: str | None = None) -> Stack:

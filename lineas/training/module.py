@@ -116,6 +116,8 @@ class LinEASModule(L.LightningModule):
         self.estimator = estimator
         self.clip_quantiles = tuple(float(q) for q in clip_quantiles) if clip else None
         self.normalize = normalize
+        if control_weight < 0:
+            raise ConfigError(f"module.control_weight={control_weight}: give a weight >= 0")
         self.control_weight = control_weight
         if control is not None:
             prompts = control if isinstance(control, (str, Path)) else list(control)

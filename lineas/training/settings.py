@@ -48,8 +48,6 @@ class FitSettings:
             quantile_levels(self.clip_quantiles)  # refuse bad quantiles before any forward pass
         if self.pooling not in POOLINGS:
             raise ConfigError(f"module.pooling={self.pooling!r}: choose 'mean' or 'token'")
-        if self.control is not None and not self.control["weight"] >= 0:
-            raise ConfigError(f"module.control_weight={self.control['weight']}: give a weight >= 0")
 
     def as_dict(self) -> dict[str, Any]:
         """The settings as JSON holds them (``lineas.json``, the checkpoint's fit record)."""

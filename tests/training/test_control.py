@@ -61,3 +61,5 @@ def test_the_term_keeps_held_out_control_prompts_closer_to_the_base(fits, tiny_l
 def test_refuses_a_negative_weight(tiny_llama):
     with pytest.raises(ConfigError, match="control_weight=-1"):
         LinEASModule(tiny_llama, sites="mlp_out", control=CONTROL, control_weight=-1.0)
+    with pytest.raises(ConfigError, match="control_weight=-1"):  # without control prompts too
+        LinEASModule(tiny_llama, sites="mlp_out", control_weight=-1.0)
