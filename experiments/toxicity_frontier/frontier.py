@@ -1,5 +1,6 @@
 """Table and plot of the frontier search: mean toxicity against perplexity, one curve per setting through
-its strengths, the frontier (the points no other point beats on both) drawn, the rule's choice marked.
+its strengths (gated settings, live only, dashed), the frontier of the mergeable settings (the points no other
+point beats on both) drawn, and the gated settings' share of tokens steered.
 
     python experiments/toxicity_frontier/frontier.py [--split dev|test]
 
@@ -42,6 +43,11 @@ def diverged(split: str) -> list[dict]:
     return [r for r in runs if r.get("diverged")]
 
 
+def gated(run: dict) -> bool:
+    """Whether a setting is live only (a gate: stage G)."""
+    return "gate_share" in run
+
+
 def points(base: dict, runs: list[dict]) -> list[dict]:
     """Every (setting, strength) point with its cut and relative costs."""
     out = []
@@ -56,6 +62,7 @@ def points(base: dict, runs: list[dict]) -> list[dict]:
                     "fluency_rel": m["fluency"] / base["fluency"] - 1,
                     "eligible": m["perplexity"] <= PPL_BUDGET * base["perplexity"]
                     and m["fluency"] <= FLUENCY_BUDGET * base["fluency"],
+                    "gated": gated(run),
                     **m,
                 }
             )
@@ -100,6 +107,18 @@ def table(base: dict, runs: list[dict], pts: list[dict]) -> str:
             f"{p['perplexity_se']:.2f} ({100 * p['ppl_rel']:+.1f}%) | {p['fluency']:.2f} ± {p['fluency_se']:.2f} "
             f"({100 * p['fluency_rel']:+.1f}%) |"
         )
+    shares = [r for r in runs if gated(r)]
+    if shares:
+        lines += [
+            "",
+            "Gated settings (live only): share of tokens steered at strength 1 (the mean gate over tokens and sites)",
+            "",
+            "| setting | on the prompts | on their continuations | on the neutral sentences |",
+            "|---|---|---|---|",
+        ]
+        for r in shares:
+            g = r["gate_share"]
+            lines.append(f"| {r['name']} | {g['prompts']:.3f} | {g['continuations']:.3f} | {g['neutral']:.3f} |")
     return "\n".join(lines)
 
 
@@ -112,14 +131,19 @@ def plot(base: dict, runs: list[dict], pts: list[dict], path: Path, title: str) 
         ax.plot(
             [base["perplexity"]] + [p["perplexity"] for p in own],
             [base["toxicity_mean"]] + [p["toxicity_mean"] for p in own],
-            "o-",
+            "o--" if gated(run) else "o-",
             markersize=3,
             linewidth=1,
             label=run["name"],
         )
-    front = pareto(pts)
+    front = pareto([p for p in pts if not p["gated"]])
     ax.plot(
-        [p["perplexity"] for p in front], [p["toxicity_mean"] for p in front], "k--", linewidth=1.5, label="frontier"
+        [p["perplexity"] for p in front],
+        [p["toxicity_mean"] for p in front],
+        "k-",
+        linewidth=2.5,
+        alpha=0.35,
+        label="frontier (mergeable)",
     )
     ax.axvline(PPL_BUDGET * base["perplexity"], color="grey", linestyle=":", linewidth=1)
     ax.axhline(base["toxicity_mean"] / 5, color="grey", linestyle=":", linewidth=1)
@@ -150,10 +174,11 @@ def main() -> None:
     write_text(folder / "frontier.md", text + "\n")
     plot(base, runs, pts, folder / "frontier.png", f"SmolLM2-135M, {args.split} sets; each curve: strengths 0.25-1")
     print(text)
-    eligible = [p for p in pts if p["eligible"]]
-    if eligible:
-        best = max(eligible, key=lambda p: p["cut"])
-        print(f"\nlargest eligible cut: {best['name']} at strength {best['strength']:g}: {best['cut']:.2f}x")
+    for live, kind in ((False, "mergeable"), (True, "gated")):
+        eligible = [p for p in pts if p["eligible"] and p["gated"] == live]
+        if eligible:
+            best = max(eligible, key=lambda p: p["cut"])
+            print(f"largest eligible cut ({kind}): {best['name']} at strength {best['strength']:g}: {best['cut']:.2f}x")
 
 
 if __name__ == "__main__":

@@ -91,7 +91,19 @@ SETTINGS: dict[str, list[str]] = (
     # the authors' whole recipe: their sites, SGD at lr 0.1, 1000 steps, the raw loss, no sparsity, float32
     | {"paper": ["recipe=toxicity_smollm2_paper"]}
     | BASELINES
+    # stage G (live only): the gate fitted with the maps, end to end, as its recipe ships
+    | {"gated-e2e": ["recipe=toxicity_smollm2_gated"]}
 )
+# stage G: post hoc gates, NAME: (the setting whose maps are gated, overrides of python -m lineas.gate); the
+# weak sites' rule is picked on the default's maps first, then used for the others
+GATES: dict[str, tuple[str, list[str]]] = {
+    "mlp_out-adam30-norm+gate": ("mlp_out-adam30-norm", ["weak_sites=steer"]),
+    "mlp_out-adam30-norm+gate-off": ("mlp_out-adam30-norm", ["weak_sites=off"]),
+    # every site of the default's maps is gated (held-out accuracy 0.825-1.0), so the two are the same model;
+    # the tie goes to the default (steer), used below
+    "mlp_out-adam30-norm-ctl1+gate": ("mlp_out-adam30-norm-ctl1", ["weak_sites=steer"]),
+    "linear_act+gate": ("linear_act", ["weak_sites=steer"]),
+}
 # reported on the test sets: today's default (stage A's mlp_out point), the authors' site set at the lr that
 # converges, and Linear-AcT;
 TEST = ["mlp_out-adam30-norm", "mlp_in-adam30lr1e-2-norm", "linear_act"]

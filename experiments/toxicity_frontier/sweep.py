@@ -22,14 +22,15 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from settings import SETTINGS, TEST  # noqa: E402
+from settings import GATES, SETTINGS, TEST  # noqa: E402
 
 from lineas import load_maps  # noqa: E402
 from lineas.core.files import data_path, write_json  # noqa: E402
 from lineas.core.prompts import read_prompts  # noqa: E402
-from lineas.models.causal_lm import load_causal_lm  # noqa: E402
+from lineas.models.causal_lm import CausalLM, load_causal_lm  # noqa: E402
 from lineas.tasks.configs import Sampling  # noqa: E402
 from lineas.tasks.evaluate import evaluate  # noqa: E402
+from lineas.tasks.gate import mean_gate  # noqa: E402
 
 STRENGTHS = [0.25, 0.5, 0.75, 1.0]
 SPLITS = {
@@ -68,6 +69,38 @@ def fit(name: str, overrides: list[str], runs: Path) -> tuple[Path | None, float
     return out / "maps", _wall(out, walls), None
 
 
+def gate(name: str, runs: Path) -> tuple[Path | None, float | None, str | None]:
+    """The post hoc gated maps of ``name`` (the maps it gates fitted first, if need be) and the gate fit's wall
+    time, as :func:`fit` returns them."""
+    of, overrides = GATES[name]
+    maps_dir, _, failure = fit(of, SETTINGS[of], runs)
+    if maps_dir is None:
+        return None, None, failure
+    out, walls = runs / name, runs / f"{name}.wall"
+    if not (out / "maps" / "gate.json").exists():
+        shutil.rmtree(out, ignore_errors=True)
+        walls.unlink(missing_ok=True)
+        cmd = [sys.executable, "-m", "lineas.gate", f"maps={maps_dir}", f"output_dir={out / 'maps'}", *overrides]
+        print("$", " ".join(cmd[1:]), flush=True)
+        start = time.perf_counter()
+        subprocess.run(cmd, check=True)
+        walls.write_text(f"{time.perf_counter() - start:.2f}\n")
+    return out / "maps", _wall(out, walls), None
+
+
+def gate_share(backbone: CausalLM, maps, prompts: list[str], rows: list[dict], neutral: list[str]) -> dict[str, float]:
+    """The share of tokens steered at strength 1 (mean gate over tokens and sites) on the prompts, on their
+    continuations at strength 1 (the prompt's tokens not counted) and on the neutral sentences."""
+    ones = [r for r in rows if r["strength"] == 1.0]
+    return {
+        "prompts": mean_gate(backbone, maps, prompts),
+        "continuations": mean_gate(
+            backbone, maps, [r["prompt"] + r["continuation"] for r in ones], [r["prompt"] for r in ones]
+        ),
+        "neutral": mean_gate(backbone, maps, neutral),
+    }
+
+
 def _wall(out: Path, walls: Path) -> float | None:
     """Seconds of all the sessions of a fit (wall_s.txt: fits recorded before fits could continue)."""
     if walls.exists():
@@ -84,7 +117,7 @@ def main() -> None:
     args = parser.parse_args()
     results = HERE / "results" / args.split
     results.mkdir(parents=True, exist_ok=True)
-    names = args.only or (TEST if args.split == "test" else list(SETTINGS))
+    names = args.only or (TEST if args.split == "test" else [*SETTINGS, *GATES])
     todo = [n for n in names if not (results / f"{n}.json").exists()]
     if not todo and (results / "base.json").exists():
         print("nothing to do")
@@ -97,15 +130,19 @@ def main() -> None:
         base, _ = evaluate(model, tokenizer, None, [0.0], prompts, neutral, sampling, progress=False)
         base[0]["strength"] = 0.0  # the model as it is: the base
         write_json(results / "base.json", {"prompts": prompts_file, "texts": texts_file, "metrics": base})
+    backbone = None  # for the gate's share of tokens, loaded once a gated setting needs it
     for name in todo:
-        maps_dir, wall, failure = fit(name, SETTINGS[name], args.runs)
+        gated_of = GATES[name][0] if name in GATES else None
+        overrides = GATES[name][1] if gated_of else SETTINGS[name]
+        maps_dir, wall, failure = gate(name, args.runs) if gated_of else fit(name, overrides, args.runs)
         if maps_dir is None:  # the loss became non-finite: no maps
-            record = {"name": name, "overrides": SETTINGS[name], "fit_wall_s": wall, "diverged": True}
+            record = {"name": name, "overrides": overrides, "fit_wall_s": wall, "diverged": True}
             write_json(results / f"{name}.json", {**record, "failure": failure, "metrics": []})
             print(f"{name}: diverged ({failure})", flush=True)
             continue
         maps = load_maps(maps_dir)
-        w2 = json.loads((maps_dir.parent / "fit_summary.json").read_text())["heldout_w2"]["mean"]
+        fitted = args.runs / gated_of if gated_of else maps_dir.parent
+        w2 = json.loads((fitted / "fit_summary.json").read_text())["heldout_w2"]["mean"]
         if (
             w2["after"] >= w2["before"] and maps.info.get("estimator") == "lineas"
         ):  # the fit moved away from the target: no evaluation
@@ -113,7 +150,7 @@ def main() -> None:
                 results / f"{name}.json",
                 {
                     "name": name,
-                    "overrides": SETTINGS[name],
+                    "overrides": overrides,
                     "fit_wall_s": wall,
                     "diverged": True,
                     "heldout_w2": w2,
@@ -123,10 +160,10 @@ def main() -> None:
             print(f"{name}: held-out W2 {w2['before']:.4f} -> {w2['after']:.4f}: diverged, not evaluated", flush=True)
             continue
         start = time.perf_counter()
-        metrics, _ = evaluate(model, tokenizer, maps, STRENGTHS, prompts, neutral, sampling, progress=False)
+        metrics, rows = evaluate(model, tokenizer, maps, STRENGTHS, prompts, neutral, sampling, progress=False)
         record = {
             "name": name,
-            "overrides": SETTINGS[name],
+            "overrides": overrides,
             "fit_wall_s": wall,
             "eval_wall_s": round(time.perf_counter() - start, 2),
             "support": maps.support(maps.info.get("sparsity", {}).get("eps", 1e-5))["total"],
@@ -135,6 +172,11 @@ def main() -> None:
             "heldout_w2": w2,
             "metrics": metrics,
         }
+        if gated_of:
+            record["gates"] = gated_of
+        if maps.gated:
+            backbone = backbone or CausalLM(MODEL, "float32", max_length=256)
+            record["gate_share"] = gate_share(backbone, maps, prompts, rows, neutral)
         write_json(results / f"{name}.json", record)
         one = metrics[-1]
         print(

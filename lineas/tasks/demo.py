@@ -3,7 +3,8 @@
 Text (a causal LM): a prompt box, one strength slider per maps folder (every folder's maps apply, in the
 order given, each at its own strength: :mod:`lineas.tasks.stacked`), the sampling settings in a collapsed
 panel, and the base and steered continuations side by side, streamed token by token from the same seed
-(:mod:`lineas.tasks.streaming`). Images (a diffusers pipeline): the base and steered images from one seed,
+(:mod:`lineas.tasks.streaming`); with gated maps, the steered text once more with each token shaded by its gate
+(:func:`lineas.tasks.gate.token_gates`). Images (a diffusers pipeline): the base and steered images from one seed,
 and a strip of the prompt with every folder at 0, 0.25, ..., 1. Export: the merged checkpoint (and the GGUF
 file for Llama-family models) at the sliders' values, with the command lines that write the same.
 
@@ -27,11 +28,13 @@ import torch
 from torch import nn
 
 from lineas.core.errors import ConfigError, LineasError
+from lineas.core.gate import Gate
 from lineas.models.causal_lm import load_causal_lm
 from lineas.models.diffusion import PipelineModules, load_pipeline
 from lineas.models.families import model_type_of
 from lineas.models.sources import resolve
 from lineas.tasks.configs import DemoConfig, Sampling
+from lineas.tasks.gate import token_gates
 from lineas.tasks.images import grid, render_rows
 from lineas.tasks.stacked import Stack, export_commands, export_stack, load_stack, stacked
 from lineas.tasks.steered import load_steering
@@ -58,6 +61,13 @@ class Demo:
     @property
     def images(self) -> bool:
         return self.tokenizer is None
+
+    @property
+    def gates(self) -> list[Gate]:
+        """The gates of the gated folders (a language model's only)."""
+        if self.images or self.stack is None:
+            return []
+        return [m.gate for m in self.stack.maps if m.gate is not None]
 
     @property
     def gguf(self) -> bool:
@@ -151,6 +161,13 @@ def text_stream(
     yield from stream_pair(demo.model, demo.tokenizer, prompt, sampling, stacked(demo.model, demo.stack, strengths))
 
 
+def gate_shading(demo: Demo, prompt: str, continuation: str, strengths: Sequence[float]) -> list[tuple[str, float]]:
+    """The prompt and its steered continuation, token by token, each with its gate (averaged over the gated
+    sites of every folder) as the steered model computes it at ``strengths``."""
+    steer = stacked(demo.model, demo.stack, strengths)
+    return token_gates(demo.model, demo.tokenizer, prompt + continuation, demo.gates, steer)
+
+
 def _shown(images: np.ndarray) -> np.ndarray:
     """A uint8 picture from float images ``(columns, rows, H, W, 3)``, enlarged when small."""
     picture = grid(images, pad=0 if images.shape[0] * images.shape[1] == 1 else 2)
@@ -238,7 +255,11 @@ def build_app(demo: Demo, cfg: DemoConfig) -> Any:
                     seed=None if seed is None else int(seed),
                     chat_template=bool(chat),
                 )
-                yield from text_stream(demo, text, values[:n], sampling)
+                shown: Any = None
+                for shown in text_stream(demo, text, values[:n], sampling):
+                    yield (*shown, None) if demo.gates else shown
+                if demo.gates:
+                    yield (*shown, gate_shading(demo, text, shown[1], values[:n]))
 
         button.click(_shown_errors(on_generate), [prompt, *sliders, *settings], outputs, api_name="generate")
         prompt.submit(_shown_errors(on_generate), [prompt, *sliders, *settings], outputs, api_name=False)
@@ -271,10 +292,14 @@ def _text_outputs(gr: Any, demo: Demo) -> list[Any]:
     if demo.stack is None:
         return [gr.Textbox(label=demo.label, lines=8, elem_id="steered")]
     with gr.Row():
-        return [
+        shown = [
             gr.Textbox(label="base (strength 0)", lines=8, elem_id="base"),
             gr.Textbox(label="steered", lines=8, elem_id="steered"),
         ]
+    if demo.gates:
+        label = "steered text, each token shaded by its gate (0: not steered, 1: steered fully)"
+        shown.append(gr.HighlightedText(label=label, show_legend=False, elem_id="gates"))
+    return shown
 
 
 def _image_outputs(gr: Any, demo: Demo) -> list[Any]:

@@ -9,10 +9,12 @@ outputs, upstream maps included (a train / apply mismatch the DSAS reviewers not
 from __future__ import annotations
 
 import json
+from contextlib import AbstractContextManager, ExitStack
 from pathlib import Path
 from typing import Any, Sequence
 
 import torch
+from torch import nn
 
 from lineas.core.errors import ConfigError
 from lineas.core.gate import Gate, fit_gate
@@ -111,6 +113,25 @@ def mean_gate(
             total += float(g[mask].sum())
             count += int(mask.sum())
     return total / max(count, 1)
+
+
+@torch.no_grad()
+def token_gates(
+    model: nn.Module, tokenizer: Any, text: str, gates: Sequence[Gate], steer: AbstractContextManager
+) -> list[tuple[str, float]]:
+    """Each token of ``text`` with its gate averaged over the gated sites of ``gates`` (their sites probed but
+    not gated left out), the model run inside ``steer`` (the maps that carry the gates, live at their
+    strengths); [] when no site is gated."""
+    gated = [(n, i) for n, gate in enumerate(gates) for i, state in enumerate(gate.states) if state == "gated"]
+    if not gated:
+        return []
+    ids = tokenizer(text, return_tensors="pt").input_ids.to(next(model.parameters()).device)
+    with ExitStack() as stack:
+        records = [stack.enter_context(gate.recording()) for gate in gates]
+        with steer:
+            model(input_ids=ids)
+    values = torch.stack([records[n][i][-1].reshape(-1) for n, i in gated]).mean(0)
+    return [(tokenizer.decode(t), float(g)) for t, g in zip(ids[0].tolist(), values)]
 
 
 def measure_texts(path: str, method: str | None, strength: float) -> tuple[list[str], list[str] | None]:

@@ -87,3 +87,18 @@ def test_shipped_sentiment_sets():
     prompts = sets["prompts_dev"] + sets["prompts"]
     assert len(set(prompts)) == len(prompts)
     assert not [p for p in prompts if any(s.startswith(p) for s in fit)]
+
+
+def test_the_joint_prompts_are_hostile_beginnings_no_other_set_holds():
+    """The joint-success prompts (toxic-leaning and negative) lean nowhere positive by VADER and share no line
+    with the toxicity or sentiment prompt and fit sets."""
+    from lineas.core.files import data_path
+    from lineas.core.prompts import read_prompts
+
+    joint = read_prompts(data_path("joint/prompts.txt"))
+    assert len(joint) == len(set(joint)) >= 60
+    assert (vader.compound(joint) < 0.05).all()
+    names = ["toxicity/" + n for n in ("toxic", "nontoxic", "prompts_dev", "prompts")]
+    names += ["sentiment/" + n for n in ("negative", "positive", "prompts_dev", "prompts")]
+    others = [line for name in names for line in read_prompts(data_path(f"{name}.txt"))]
+    assert not [p for p in joint if any(line.startswith(p) or p.startswith(line) for line in others)]

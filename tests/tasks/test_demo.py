@@ -102,6 +102,42 @@ def test_several_folders_compose_as_applying_each_in_turn(page, plain, folders):
     assert swapped != by_hand
 
 
+def test_a_gated_folder_shades_the_steered_text_by_its_gate(folders, tmp_path):
+    from lineas.core.gate import Gate
+    from lineas.tasks.gate import token_gates
+
+    maps = load_maps(folders["A"])
+    maps.gate = Gate(maps.sites, maps.dims, 2)
+    g = torch.Generator().manual_seed(5)
+    for i in (0, 2):
+        d = maps.dims[i]
+        maps.gate.set_probe(
+            i,
+            torch.zeros(d),
+            torch.randn(2, d, generator=g),
+            torch.ones(2),
+            torch.randn(2, generator=g),
+            torch.zeros(1),
+        )
+    gated = maps.save(tmp_path / "gated")
+    cfg = DemoConfig(maps=str(gated))
+    demo = load_demo(cfg)
+    app = build_app(demo, cfg)
+    client = gradio_client.Client(serve(app, block=False), verbose=False)
+    try:
+        _, steered, shading = client.predict(
+            PROMPT, 0.6, TOKENS, True, TEMPERATURE, TOP_P, SEED, False, api_name="/generate"
+        )
+    finally:
+        client.close()
+        app.close()
+    model, tokenizer = demo.model, demo.tokenizer
+    direct = token_gates(model, tokenizer, PROMPT + steered, demo.gates, demo.stack.maps[0].apply(model, 0.6))
+    assert [(t["token"], pytest.approx(t["class_or_confidence"])) for t in shading] == direct
+    values = [v for _, v in direct]
+    assert len(direct) > TOKENS and min(values) < max(values)  # the prompt's and the continuation's tokens
+
+
 @pytest.mark.slow  # two merged folders and a GGUF file: ~25 s of CPU
 def test_export_writes_a_checkpoint_plain_transformers_loads(page, plain, folders, tmp_path):
     model, tokenizer = plain

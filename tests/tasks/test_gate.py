@@ -15,7 +15,7 @@ from lineas.core.loss import pool
 from lineas.datamodules import split_prompts
 from lineas.tasks.configs import GateConfig
 from lineas.tasks.export import export
-from lineas.tasks.gate import fit_posthoc, mean_gate, site_samples
+from lineas.tasks.gate import fit_posthoc, mean_gate, site_samples, token_gates
 from tests.helpers import random_maps_for, run_cli
 
 SOURCE, CONTROL = data_path("toxicity/toxic.txt"), data_path("tiny/polite.txt")  # a random model sees the style
@@ -69,6 +69,45 @@ def test_mean_gate_counts_sites_and_tokens(tiny_llama):
     assert mean_gate(tiny_llama, maps, texts) == pytest.approx(0.5)
     maps.gate.states = ["steer", "off", "off", "off"]
     assert mean_gate(tiny_llama, maps, texts, skip=["one", "four five"]) == pytest.approx(0.25)
+
+
+def test_token_gates_are_the_gated_sites_probes_on_the_live_outputs(tiny_llama):
+    model, tokenizer = tiny_llama.model, tiny_llama.tokenizer
+    maps = random_maps_for(tiny_llama, "mlp_out", generator=torch.Generator().manual_seed(3))
+    gate = Gate(maps.sites, maps.dims, 2)
+    g = torch.Generator().manual_seed(0)
+    for i in (1, 3):  # two gated sites; site 0 steered without a gate, site 2 off: neither counts
+        d = maps.dims[i]
+        gate.set_probe(
+            i,
+            torch.randn(d, generator=g),
+            torch.randn(2, d, generator=g),
+            torch.rand(2) + 0.5,
+            torch.randn(2, generator=g),
+            torch.randn(1, generator=g),
+        )
+    gate.states[2] = "off"
+    maps.gate = gate
+    text = "You are a terrible person, and this is a calm day."
+    got = token_gates(model, tokenizer, text, [gate], maps.apply(model, 0.7))
+    ids = tokenizer(text, return_tensors="pt").input_ids
+    outputs: dict[int, torch.Tensor] = {}
+    modules = dict(model.named_modules())
+    handles = [  # registered before the maps' hooks: each sees its site's output before its own map
+        modules[maps.sites[i].module].register_forward_hook(lambda m, a, o, i=i: outputs.setdefault(i, o))
+        for i in (1, 3)
+    ]
+    try:
+        with torch.no_grad(), maps.apply(model, 0.7):
+            model(input_ids=ids)
+    finally:
+        for h in handles:
+            h.remove()
+    expected = torch.stack([torch.sigmoid(gate.logits(i, outputs[i]))[0, :, 0] for i in (1, 3)]).mean(0)
+    assert [t for t, _ in got] == [tokenizer.decode(t) for t in ids[0].tolist()]
+    torch.testing.assert_close(torch.tensor([v for _, v in got]), expected, rtol=1e-5, atol=1e-6)
+    gate.states = ["steer", "off", "off", "steer"]
+    assert token_gates(model, tokenizer, text, [gate], maps.apply(model, 1.0)) == []
 
 
 def test_gate_command_writes_the_gated_maps_and_measures(tiny_llama, tmp_path, capsys):
