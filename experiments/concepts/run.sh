@@ -36,3 +36,21 @@ fit sentiment-control1 recipe=sentiment_smollm2 "$CONTROL" module.control_weight
 fit sentiment-control3 recipe=sentiment_smollm2 "$CONTROL" module.control_weight=3
 compare sentiment_dev sentiment/prompts_dev.txt neutral/wiki_dev.txt lineas.metrics.Sentiment \
     "[$R/sentiment/maps,$R/sentiment-control1/maps,$R/sentiment-control3/maps]" "[default,control1,control3]" 60
+
+# the test sets, once the rule (README.md) has chosen on results/sentiment_dev.md: CHOSEN=RUN (e.g. sentiment)
+if [ -z "${CHOSEN:-}" ]; then
+  echo "development comparison: $OUT/sentiment_dev.md; choose by the README's rule, then: CHOSEN=RUN $0"
+  exit 0
+fi
+fit toxicity  # the default recipe
+if [ ! -f "$R/composed-$CHOSEN/lineas.json" ]; then
+  python -m lineas.compose "maps=[$R/toxicity/maps,$R/$CHOSEN/maps]" "strengths=[1,1]" output_dir="$R/composed-$CHOSEN"
+fi
+# the joint fit with the chosen settings (its control term, if any)
+W=$(python -c "import json; c = json.load(open('$R/$CHOSEN/maps/lineas.json'))['control']; print(c['weight'] if c else '')")
+if [ -n "$W" ]; then JOINT=("$CONTROL" "module.control_weight=$W"); else JOINT=(); fi
+fit "joint-$CHOSEN" recipe=joint_smollm2 "${JOINT[@]}"
+METHODS="[$R/toxicity/maps,$R/$CHOSEN/maps,$R/composed-$CHOSEN,$R/joint-$CHOSEN/maps]"
+BOTH="[lineas.metrics.Toxicity,lineas.metrics.Sentiment]"
+compare concepts_test sentiment/prompts.txt neutral/wiki.txt "$BOTH" "$METHODS" "[toxicity,sentiment,composed,joint]" 98
+compare concepts_hostile joint/prompts.txt neutral/wiki.txt "$BOTH" "$METHODS" "[toxicity,sentiment,composed,joint]" 60

@@ -103,9 +103,16 @@ GATES: dict[str, tuple[str, list[str]]] = {
     # the tie goes to the default (steer), used below
     "mlp_out-adam30-norm-ctl1+gate": ("mlp_out-adam30-norm-ctl1", ["weak_sites=steer"]),
     "linear_act+gate": ("linear_act", ["weak_sites=steer"]),
+    # added after the first gated points: the default gate steers 0.30 of neutral tokens against 0.39 of the
+    # continuations; probes fitted on every token (as they are used) rather than on pooled prompts
+    "mlp_out-adam30-norm+gate-token": ("mlp_out-adam30-norm", ["pooling=token"]),
 }
 # reported on the test sets: today's default (stage A's mlp_out point), the authors' site set at the lr that
 # converges, and Linear-AcT;
 TEST = ["mlp_out-adam30-norm", "mlp_in-adam30lr1e-2-norm", "linear_act"]
 # stage D on the test sets: the rule's choice (weight 3) and the point closest to the target (weight 1)
 TEST += ["mlp_out-adam30-norm-ctl3", "mlp_out-adam30-norm-ctl1"]
+# stage G on the test sets: LinEAS with the post hoc and the end-to-end gate, Linear-AcT with the post hoc gate,
+# and the rule's choice among the gated settings (the control-term maps gated: the only gated setting eligible
+# at strength 1 on the development sets)
+TEST += ["mlp_out-adam30-norm+gate", "gated-e2e", "linear_act+gate", "mlp_out-adam30-norm-ctl1+gate"]
