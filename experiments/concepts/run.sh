@@ -31,7 +31,7 @@ compare() {  # compare NAME PROMPTS TEXTS SCORER MAPS LABELS BATCH: python -m li
 }
 
 # the sentiment candidates, judged on the development sets
-fit sentiment recipe=sentiment_smollm2
+fit sentiment recipe=sentiment_smollm2 module.control=null  # the recipe as it was: no control term
 fit sentiment-control1 recipe=sentiment_smollm2 "$CONTROL" module.control_weight=1
 fit sentiment-control3 recipe=sentiment_smollm2 "$CONTROL" module.control_weight=3
 compare sentiment_dev sentiment/prompts_dev.txt neutral/wiki_dev.txt lineas.metrics.Sentiment \
@@ -49,7 +49,7 @@ fi
 # the joint fit with the chosen settings (its control term, if any)
 W=$(python -c "import json; c = json.load(open('$R/$CHOSEN/maps/lineas.json'))['control']; print(c['weight'] if c else '')")
 if [ -n "$W" ]; then JOINT=("$CONTROL" "module.control_weight=$W"); else JOINT=(); fi
-fit "joint-$CHOSEN" recipe=joint_smollm2 "${JOINT[@]}"
+fit "joint-$CHOSEN" recipe=joint_smollm2 module.control=null "${JOINT[@]}"
 METHODS="[$R/toxicity/maps,$R/$CHOSEN/maps,$R/composed-$CHOSEN,$R/joint-$CHOSEN/maps]"
 BOTH="[lineas.metrics.Toxicity,lineas.metrics.Sentiment]"
 compare concepts_test sentiment/prompts.txt neutral/wiki.txt "$BOTH" "$METHODS" "[toxicity,sentiment,composed,joint]" 98

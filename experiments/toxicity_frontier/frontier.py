@@ -2,10 +2,10 @@
 its strengths (gated settings, live only, dashed), the frontier of the mergeable settings (the points no other
 point beats on both) drawn, and the gated settings' share of tokens steered.
 
-    python experiments/toxicity_frontier/frontier.py [--split dev|test]
+    python experiments/toxicity_frontier/frontier.py [--split dev|test] [--only NAME ... --plot FILE]
 
 Reads ``results/SPLIT/*.json`` (written by ``sweep.py``); writes ``results/SPLIT/frontier.md`` and
-``results/SPLIT/frontier.png``.
+``results/SPLIT/frontier.png``; with ``--only``, prints the table of those settings and draws them in ``--plot``.
 """
 
 from __future__ import annotations
@@ -161,8 +161,19 @@ def plot(base: dict, runs: list[dict], pts: list[dict], path: Path, title: str) 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--split", choices=["dev", "test"], default="dev")
+    parser.add_argument("--only", nargs="*", default=None, help="these settings alone (with --plot)")
+    parser.add_argument("--plot", type=Path, default=None, help="where the plot of --only goes")
     args = parser.parse_args()
     base, runs = load(args.split)
+    title = f"SmolLM2-135M, {args.split} sets; each curve: strengths 0.25-1"
+    if args.only:
+        if args.plot is None:
+            parser.error("--only needs --plot FILE")
+        runs = [r for r in runs if r["name"] in args.only]
+        pts = points(base, runs)
+        plot(base, runs, pts, args.plot, title)
+        print(table(base, runs, pts))
+        return
     pts = points(base, runs)
     folder = HERE / "results" / args.split
     text = table(base, runs, pts)
@@ -172,7 +183,7 @@ def main() -> None:
         text += "not evaluated): "
         text += ", ".join(f"{r['name']} ({why(r)})" for r in gone)
     write_text(folder / "frontier.md", text + "\n")
-    plot(base, runs, pts, folder / "frontier.png", f"SmolLM2-135M, {args.split} sets; each curve: strengths 0.25-1")
+    plot(base, runs, pts, folder / "frontier.png", title)
     print(text)
     for live, kind in ((False, "mergeable"), (True, "gated")):
         eligible = [p for p in pts if p["eligible"] and p["gated"] == live]

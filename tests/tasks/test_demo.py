@@ -102,6 +102,7 @@ def test_several_folders_compose_as_applying_each_in_turn(page, plain, folders):
     assert swapped != by_hand
 
 
+@pytest.mark.slow  # a page of its own: ~15 s of CPU
 def test_a_gated_folder_shades_the_steered_text_by_its_gate(folders, tmp_path):
     from lineas.core.gate import Gate
     from lineas.tasks.gate import token_gates

@@ -86,6 +86,7 @@ def test_sentiment_recipe_names_its_scorer_data_and_prompts(tmp_path):
     cfg = compose_cfg("recipe=sentiment_smollm2", f"output_dir={tmp_path}")
     assert cfg.data.source.endswith("sentiment/negative.txt") and cfg.data.target.endswith("sentiment/positive.txt")
     assert cfg.data.num_fit == 32 and cfg.module.sites == "mlp_out"
+    assert cfg.module.control.endswith("neutral/control.txt") and cfg.module.control_weight == 1.0
     callback = instantiate(cfg.callbacks.evaluate)
     assert isinstance(callback.scorer, Sentiment) and callback.prompts.endswith("sentiment/prompts.txt")
     assert (
