@@ -88,6 +88,8 @@ SETTINGS: dict[str, list[str]] = (
     | stage_d("attn_in-adam30lr1e-2-norm", ("1",))
     # SGD on the normalised loss at the lr that stays finite (rule 0)
     | dict([setting("mlp_in", "sgd100lr1e-2", "norm"), setting("mlp_in", "sgd100lr1e-3", "norm")])
+    # SGD as the authors run it (lr 0.1, raw loss) on the other single site sets
+    | dict([setting("mlp_out", "sgd100", "raw"), setting("attn_in", "sgd100", "raw")])
     # the authors' whole recipe: their sites, SGD at lr 0.1, 1000 steps, the raw loss, no sparsity, float32
     | {"paper": ["recipe=toxicity_smollm2_paper"]}
     | BASELINES
