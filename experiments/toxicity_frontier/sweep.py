@@ -41,6 +41,17 @@ MODEL = "offline:smollm2-135m-instruct"
 NO_EXTRAS = ["callbacks.evaluate=null", "callbacks.export_merged=null", "callbacks.export_gguf=null"]
 
 
+def timed(cmd: list[str], walls: Path, **kwargs) -> subprocess.CompletedProcess:
+    """``cmd`` run (printed first), its wall time in seconds appended to ``walls`` even if it fails."""
+    print("$", " ".join(cmd[1:]), flush=True)
+    start = time.perf_counter()
+    try:
+        return subprocess.run(cmd, **kwargs)
+    finally:
+        with walls.open("a") as f:
+            f.write(f"{time.perf_counter() - start:.2f}\n")
+
+
 def fit(name: str, overrides: list[str], runs: Path) -> tuple[Path | None, float | None, str | None]:
     """The maps of ``name`` (fitted now unless its run is complete; an interrupted fit continues from its last
     checkpoint), the fit's wall time in seconds (all its sessions) and, for a fit whose loss became non-finite,
@@ -54,13 +65,7 @@ def fit(name: str, overrides: list[str], runs: Path) -> tuple[Path | None, float
         shutil.rmtree(out)
         walls.unlink(missing_ok=True)
     cmd = [sys.executable, "-m", "lineas.train", f"output_dir={out}", *NO_EXTRAS, *overrides, *resume]
-    print("$", " ".join(cmd[1:]), flush=True)
-    start = time.perf_counter()
-    try:
-        done = subprocess.run([*cmd, "trainer.enable_progress_bar=false"], stderr=subprocess.PIPE, text=True)
-    finally:
-        with walls.open("a") as f:
-            f.write(f"{time.perf_counter() - start:.2f}\n")
+    done = timed([*cmd, "trainer.enable_progress_bar=false"], walls, stderr=subprocess.PIPE, text=True)
     sys.stderr.write(done.stderr)
     if done.returncode != 0:
         if "non-finite W2 loss" not in done.stderr:
@@ -81,10 +86,7 @@ def gate(name: str, runs: Path) -> tuple[Path | None, float | None, str | None]:
         shutil.rmtree(out, ignore_errors=True)
         walls.unlink(missing_ok=True)
         cmd = [sys.executable, "-m", "lineas.gate", f"maps={maps_dir}", f"output_dir={out / 'maps'}", *overrides]
-        print("$", " ".join(cmd[1:]), flush=True)
-        start = time.perf_counter()
-        subprocess.run(cmd, check=True)
-        walls.write_text(f"{time.perf_counter() - start:.2f}\n")
+        timed(cmd, walls, check=True)
     return out / "maps", _wall(out, walls), None
 
 

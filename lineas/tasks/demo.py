@@ -243,6 +243,7 @@ def build_app(demo: Demo, cfg: DemoConfig) -> Any:
                 return shown if len(shown) > 1 else shown[0]
 
         else:
+            gated = bool(demo.gates)
 
             def on_generate(text: str, *values: Any) -> Iterator[Any]:
                 tokens, do_sample, temperature, top_p, seed, chat = values[n:]
@@ -257,8 +258,8 @@ def build_app(demo: Demo, cfg: DemoConfig) -> Any:
                 )
                 shown: Any = None
                 for shown in text_stream(demo, text, values[:n], sampling):
-                    yield (*shown, None) if demo.gates else shown
-                if demo.gates:
+                    yield (*shown, None) if gated else shown
+                if gated:
                     yield (*shown, gate_shading(demo, text, shown[1], values[:n]))
 
         button.click(_shown_errors(on_generate), [prompt, *sliders, *settings], outputs, api_name="generate")

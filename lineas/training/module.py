@@ -116,7 +116,7 @@ class LinEASModule(L.LightningModule):
         self.estimator = estimator
         self.clip_quantiles = tuple(float(q) for q in clip_quantiles) if clip else None
         self.normalize = normalize
-        if control_weight < 0:
+        if not control_weight >= 0:  # NaN too
             raise ConfigError(f"module.control_weight={control_weight}: give a weight >= 0")
         self.control_weight = control_weight
         if control is not None:

@@ -63,3 +63,5 @@ def test_refuses_a_negative_weight(tiny_llama):
         LinEASModule(tiny_llama, sites="mlp_out", control=CONTROL, control_weight=-1.0)
     with pytest.raises(ConfigError, match="control_weight=-1"):  # without control prompts too
         LinEASModule(tiny_llama, sites="mlp_out", control_weight=-1.0)
+    with pytest.raises(ConfigError, match="control_weight=nan"):
+        LinEASModule(tiny_llama, sites="mlp_out", control=CONTROL, control_weight=float("nan"))
