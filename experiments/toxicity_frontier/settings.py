@@ -19,6 +19,8 @@ OPTIMIZERS = {
     "adam30": ["optimizer=adam", "module.lr=3e-2", "trainer.max_steps=30"],
     "adam30lr1e-2": ["optimizer=adam", "module.lr=1e-2", "trainer.max_steps=30"],  # norm sites: 3e-2 diverges
     "adam60": ["optimizer=adam", "module.lr=3e-2", "trainer.max_steps=60"],  # stage D: a longer fit
+    # the official schedule (Adam at lr 1e-3, cosine, 1000 steps), for the two best settings (rule 5)
+    "adam1000lr1e-3": ["optimizer=adam", "module.lr=1e-3", "trainer.max_steps=1000"],
     "sgd100": ["optimizer=sgd", "module.lr=0.1", "trainer.max_steps=100"],
     # the normalised loss: lr 0.1 and 1e-2 turn the loss non-finite at steps 6 and 7 on mlp_in
     "sgd100lr1e-2": ["optimizer=sgd", "module.lr=1e-2", "trainer.max_steps=100"],
@@ -72,6 +74,9 @@ FIRST, LATER = stage_a()
 # lr 3e-2 diverged; see results/dev)
 # the in-project Linear-AcT on the default recipe's sites (clipped, live only), for the test-set comparison
 BASELINES = {"linear_act": ["estimator=linear_act"]}
+# the official Linear-AcT (apple/ml-act run unmodified by experiments/linear_act_official/fit_official.py on the
+# same sentences and sites, float32): NAME -> that script's arguments besides OUT and --ml-act
+OFFICIAL = {"linear_act-official": ["--dtype", "float32"]}
 SETTINGS: dict[str, list[str]] = (
     FIRST
     | stage_b("mlp_out-adam30-norm")
@@ -92,6 +97,11 @@ SETTINGS: dict[str, list[str]] = (
     | dict([setting("mlp_out", "sgd100", "raw"), setting("attn_in", "sgd100", "raw")])
     # the authors' whole recipe: their sites, SGD at lr 0.1, 1000 steps, the raw loss, no sparsity, float32
     | {"paper": ["recipe=toxicity_smollm2_paper"]}
+    # SGD as the authors run it on both norms at once (the last site set of stage A's SGD column)
+    | dict([setting("norms", "sgd100", "raw")])
+    # rule 5: the two best settings (the rule's choice, weight 3, then weight 1, closest to the target) at the
+    # official 1000-step schedule
+    | stage_d("mlp_out-adam1000lr1e-3-norm", ("3", "1"))
     | BASELINES
     # stage G (live only): the gate fitted with the maps, end to end, as its recipe ships
     | {"gated-e2e": ["recipe=toxicity_smollm2_gated"]}
@@ -118,3 +128,5 @@ TEST += ["mlp_out-adam30-norm-ctl3", "mlp_out-adam30-norm-ctl1"]
 # and the rule's choice among the gated settings (the control-term maps gated: the only gated setting eligible
 # at strength 1 on the development sets)
 TEST += ["mlp_out-adam30-norm+gate", "gated-e2e", "linear_act+gate", "mlp_out-adam30-norm-ctl1+gate"]
+# the official Linear-AcT beside the in-project one
+TEST += ["linear_act-official"]

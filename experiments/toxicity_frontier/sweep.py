@@ -1,9 +1,10 @@
 """The toxicity frontier search on SmolLM2: fit every setting of ``settings.py`` and evaluate it on the
 development sets at strengths 0.25 / 0.5 / 0.75 / 1, as ``python -m lineas.compare`` does.
 
-    python experiments/toxicity_frontier/sweep.py [--runs DIR] [--only NAME ...] [--split dev|test]
+    python experiments/toxicity_frontier/sweep.py [--runs DIR] [--only NAME ...] [--split dev|test] [--ml-act DIR]
 
-Each setting is fitted with ``python -m lineas.train`` into ``RUNS/NAME`` and evaluated in this process (the
+Each setting is fitted with ``python -m lineas.train`` (the official Linear-AcT by apple/ml-act's own code, found
+at ``--ml-act``: experiments/linear_act_official) into ``RUNS/NAME`` and evaluated in this process (the
 base model loaded once); its figures go to ``results/SPLIT/NAME.json``, the base model's to
 ``results/SPLIT/base.json``. Resumable: a setting whose results file exists is skipped, and a fitted run
 is evaluated without being fitted again.
@@ -22,7 +23,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from settings import GATES, SETTINGS, TEST  # noqa: E402
+from settings import GATES, OFFICIAL, SETTINGS, TEST  # noqa: E402
 
 from lineas import load_maps  # noqa: E402
 from lineas.core.files import data_path, write_json  # noqa: E402
@@ -74,6 +75,18 @@ def fit(name: str, overrides: list[str], runs: Path) -> tuple[Path | None, float
     return out / "maps", _wall(out, walls), None
 
 
+def fit_official(name: str, runs: Path, ml_act: Path | None) -> tuple[Path, float | None, None]:
+    """The official Linear-AcT's maps of ``name`` (fitted now by apple/ml-act's own code unless they exist) and
+    the fit's wall time, as :func:`fit` returns them."""
+    out, walls = runs / name, runs / f"{name}.wall"
+    if not (out / "maps" / "lineas.json").exists():
+        if ml_act is None:
+            raise SystemExit(f"{name}: give --ml-act DIR, the folder holding apple/ml-act's act/ package")
+        script = HERE.parent / "linear_act_official" / "fit_official.py"
+        timed([sys.executable, str(script), str(out), "--ml-act", str(ml_act), *OFFICIAL[name]], walls, check=True)
+    return out / "maps", _wall(out, walls), None
+
+
 def gate(name: str, runs: Path) -> tuple[Path | None, float | None, str | None]:
     """The post hoc gated maps of ``name`` (the maps it gates fitted first, if need be) and the gate fit's wall
     time, as :func:`fit` returns them."""
@@ -116,10 +129,11 @@ def main() -> None:
     parser.add_argument("--runs", type=Path, default=Path("/tmp/frontier_runs"))
     parser.add_argument("--only", nargs="*", default=None, help="setting names (default: all of settings.py)")
     parser.add_argument("--split", choices=sorted(SPLITS), default="dev")
+    parser.add_argument("--ml-act", type=Path, help="apple/ml-act's folder, for the official Linear-AcT settings")
     args = parser.parse_args()
     results = HERE / "results" / args.split
     results.mkdir(parents=True, exist_ok=True)
-    names = args.only or (TEST if args.split == "test" else [*SETTINGS, *GATES])
+    names = args.only or (TEST if args.split == "test" else [*SETTINGS, *GATES, *OFFICIAL])
     todo = [n for n in names if not (results / f"{n}.json").exists()]
     if not todo and (results / "base.json").exists():
         print("nothing to do")
@@ -135,18 +149,22 @@ def main() -> None:
     backbone = None  # for the gate's share of tokens, loaded once a gated setting needs it
     for name in todo:
         gated_of = GATES[name][0] if name in GATES else None
-        overrides = GATES[name][1] if gated_of else SETTINGS[name]
-        maps_dir, wall, failure = gate(name, args.runs) if gated_of else fit(name, overrides, args.runs)
+        if name in OFFICIAL:
+            overrides = OFFICIAL[name]
+            maps_dir, wall, failure = fit_official(name, args.runs, args.ml_act)
+        else:
+            overrides = GATES[name][1] if gated_of else SETTINGS[name]
+            maps_dir, wall, failure = gate(name, args.runs) if gated_of else fit(name, overrides, args.runs)
         if maps_dir is None:  # the loss became non-finite: no maps
             record = {"name": name, "overrides": overrides, "fit_wall_s": wall, "diverged": True}
             write_json(results / f"{name}.json", {**record, "failure": failure, "metrics": []})
             print(f"{name}: diverged ({failure})", flush=True)
             continue
         maps = load_maps(maps_dir)
-        fitted = args.runs / gated_of if gated_of else maps_dir.parent
-        w2 = json.loads((fitted / "fit_summary.json").read_text())["heldout_w2"]["mean"]
+        summary = (args.runs / gated_of if gated_of else maps_dir.parent) / "fit_summary.json"
+        w2 = json.loads(summary.read_text())["heldout_w2"]["mean"] if summary.exists() else None  # none: official
         if (
-            w2["after"] >= w2["before"] and maps.info.get("estimator") == "lineas"
+            w2 and w2["after"] >= w2["before"] and maps.info.get("estimator") == "lineas"
         ):  # the fit moved away from the target: no evaluation
             write_json(
                 results / f"{name}.json",
