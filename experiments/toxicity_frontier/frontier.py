@@ -1,6 +1,6 @@
 """Table and plot of the frontier search: mean toxicity against perplexity, one curve per setting through
-its strengths (gated settings, live only, dashed), the frontier of the mergeable settings (the points no other
-point beats on both) drawn, and the gated settings' share of tokens steered.
+its strengths (live-only settings, gated or clipped, dashed), the frontier of the mergeable settings (the
+points no other point beats on both) drawn, and the gated settings' share of tokens steered.
 
     python experiments/toxicity_frontier/frontier.py [--split dev|test] [--only NAME ... --plot FILE]
 
@@ -44,8 +44,13 @@ def diverged(split: str) -> list[dict]:
 
 
 def gated(run: dict) -> bool:
-    """Whether a setting is live only (a gate: stage G)."""
+    """Whether a setting's maps carry a gate (stage G)."""
     return "gate_share" in run
+
+
+def live_only(run: dict) -> bool:
+    """Whether a setting's maps cannot be merged: gated, or clipped (Linear-AcT's support clip)."""
+    return gated(run) or run.get("clipped", False)
 
 
 def points(base: dict, runs: list[dict]) -> list[dict]:
@@ -62,7 +67,7 @@ def points(base: dict, runs: list[dict]) -> list[dict]:
                     "fluency_rel": m["fluency"] / base["fluency"] - 1,
                     "eligible": m["perplexity"] <= PPL_BUDGET * base["perplexity"]
                     and m["fluency"] <= FLUENCY_BUDGET * base["fluency"],
-                    "gated": gated(run),
+                    "live": live_only(run),
                     **m,
                 }
             )
@@ -131,12 +136,12 @@ def plot(base: dict, runs: list[dict], pts: list[dict], path: Path, title: str) 
         ax.plot(
             [base["perplexity"]] + [p["perplexity"] for p in own],
             [base["toxicity_mean"]] + [p["toxicity_mean"] for p in own],
-            "o--" if gated(run) else "o-",
+            "o--" if live_only(run) else "o-",
             markersize=3,
             linewidth=1,
             label=run["name"],
         )
-    front = pareto([p for p in pts if not p["gated"]])
+    front = pareto([p for p in pts if not p["live"]])
     ax.plot(
         [p["perplexity"] for p in front],
         [p["toxicity_mean"] for p in front],
@@ -185,8 +190,8 @@ def main() -> None:
     write_text(folder / "frontier.md", text + "\n")
     plot(base, runs, pts, folder / "frontier.png", title)
     print(text)
-    for live, kind in ((False, "mergeable"), (True, "gated")):
-        eligible = [p for p in pts if p["eligible"] and p["gated"] == live]
+    for live, kind in ((False, "mergeable"), (True, "live only")):
+        eligible = [p for p in pts if p["eligible"] and p["live"] == live]
         if eligible:
             best = max(eligible, key=lambda p: p["cut"])
             print(f"largest eligible cut ({kind}): {best['name']} at strength {best['strength']:g}: {best['cut']:.2f}x")

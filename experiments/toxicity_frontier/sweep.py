@@ -189,6 +189,7 @@ def main() -> None:
             "support": maps.support(maps.info.get("sparsity", {}).get("eps", 1e-5))["total"],
             "dims": sum(maps.dims),
             "steps": maps.info.get("steps"),
+            "clipped": maps.clipped,
             "heldout_w2": w2,
             "metrics": metrics,
         }
