@@ -24,7 +24,7 @@ from lineas.core.prompts import read_prompts
 from lineas.models.causal_lm import load_causal_lm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from official import use_official  # noqa: E402
+from official import fit_sentences, use_official  # noqa: E402
 
 MODEL = "offline:smollm2-135m-instruct"
 
@@ -61,14 +61,11 @@ def per_site(fit_dir: Path, official: AffineMaps) -> None:
     estimator alone), and (b) lineas's collection of those samples with the official maps of the earlier
     sites active against the official samples (the collection and the application of earlier maps alone)."""
     from lineas.core.estimators import sorted_affine_fit, source_bounds
-    from lineas.datamodules import PromptPairDataModule
     from lineas.models.causal_lm import CausalLM
     from lineas.training.module import LinEASModule
 
-    toxicity = Path(data_path("toxicity"))
-    texts = PromptPairDataModule(toxicity / "toxic.txt", toxicity / "nontoxic.txt", num_fit=32, seed=0).prompts
-    module = LinEASModule(CausalLM(MODEL, "float32"), sites="mlp_out", estimator="linear_act")
-    batches = {"toxic": texts["source"]["fit"], "non-toxic": texts["target"]["fit"]}
+    module = LinEASModule(CausalLM(MODEL, "float32"), sites=[str(s) for s in official.sites], estimator="linear_act")
+    batches = fit_sentences()
     print(f"{'site':32s} {'estimator: omega':>16s} {'beta':>9s} {'bounds':>9s} {'collection: max |dz|':>20s}")
     for k, site in enumerate(official.sites):
         samples = official_samples(fit_dir, str(site))

@@ -18,13 +18,11 @@ from pathlib import Path
 
 import torch
 
-from lineas.core.files import data_path
 from lineas.core.maps import AffineMaps
-from lineas.datamodules import PromptPairDataModule
 from lineas.models.sources import resolve
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from official import use_official  # noqa: E402
+from official import fit_sentences, use_official  # noqa: E402
 
 MODEL = "offline:smollm2-135m-instruct"
 
@@ -60,10 +58,9 @@ def main() -> None:
         """The project's fit sentences (those the default recipe fits on), itemised like the official Jigsaw set."""
 
         def __init__(self, tokenizer):
-            toxicity = Path(data_path("toxicity"))
-            dm = PromptPairDataModule(toxicity / "toxic.txt", toxicity / "nontoxic.txt", num_fit=32, seed=0)
-            self.texts = dm.prompts["source"]["fit"] + dm.prompts["target"]["fit"]
-            self.subsets = ["toxic"] * 32 + ["non-toxic"] * 32
+            sentences = fit_sentences()
+            self.texts = [t for texts in sentences.values() for t in texts]
+            self.subsets = [name for name, texts in sentences.items() for _ in texts]
             self.tokenizer = tokenizer
 
         def __getitem__(self, item):

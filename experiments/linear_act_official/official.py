@@ -8,6 +8,9 @@ import sys
 import types
 from pathlib import Path
 
+from lineas.core.files import data_path
+from lineas.datamodules import PromptPairDataModule
+
 
 def use_official(ml_act: Path) -> None:
     """Put the folder holding ``act/`` on the import path; ``wandb``, which the official modules import for
@@ -20,3 +23,10 @@ def use_official(ml_act: Path) -> None:
         stand_in.__spec__ = importlib.machinery.ModuleSpec("wandb", None)
         stand_in.apis = types.SimpleNamespace(public=types.SimpleNamespace(Run=object))
         sys.modules["wandb"] = stand_in
+
+
+def fit_sentences() -> dict[str, list[str]]:
+    """The default recipe's fit sentences by the official subset names: 32 toxic (source), 32 non-toxic."""
+    toxicity = Path(data_path("toxicity"))
+    prompts = PromptPairDataModule(toxicity / "toxic.txt", toxicity / "nontoxic.txt", num_fit=32, seed=0).prompts
+    return {"toxic": prompts["source"]["fit"], "non-toxic": prompts["target"]["fit"]}
