@@ -61,7 +61,10 @@ def test_kill_during_fit_and_export(tmp_path, seed):
     killed(["lineas.train", *ARGS, export_into(out), f"output_dir={out}"], after=rng.uniform(4.0, 14.0))
     assert_complete_or_absent(out)
     ckpt = out / "checkpoints" / "last.ckpt"
-    again = [f"resume={ckpt}"] if ckpt.exists() else ["overwrite=true"]
+    # killed mid-fit: resume; killed before the first checkpoint or after the last step (during the exports,
+    # where resuming is refused as it would not train): start again
+    mid_fit = ckpt.exists() and read_checkpoint(ckpt)["global_step"] < 80
+    again = [f"resume={ckpt}"] if mid_fit else ["overwrite=true"]
     done = run_cli("lineas.train", *ARGS, export_into(out), f"output_dir={out}", *again)
     assert done.returncode == 0, done.stderr[-2000:]
     assert lineas.load_maps(out / "maps").info["steps"] == 80
