@@ -21,12 +21,17 @@ import torch
 from lineas.core.files import data_path
 from lineas.core.maps import AffineMaps, load_maps
 from lineas.core.prompts import read_prompts
-from lineas.models.causal_lm import load_causal_lm
+from lineas.models.causal_lm import CausalLM
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from official import fit_sentences, use_official  # noqa: E402
+from official import fit_sentences, statedicts, use_official  # noqa: E402
 
 MODEL = "offline:smollm2-135m-instruct"
+
+
+def gap(a: torch.Tensor, b: torch.Tensor) -> float:
+    """The largest absolute difference of two tensors."""
+    return (a.detach() - b.detach()).abs().max().item()
 
 
 def site_differences(official: AffineMaps, ours: AffineMaps) -> list[dict[str, float]]:
@@ -34,15 +39,14 @@ def site_differences(official: AffineMaps, ours: AffineMaps) -> list[dict[str, f
     rows = []
     for i in range(len(official.sites)):
         (lo_o, hi_o), (lo, hi) = official.bounds[i], ours.bounds[i]
-        w_o, b_o = official.omega[i].detach(), official.beta[i].detach()
         row = {
-            "omega": (ours.omega[i].detach() - w_o).abs().max().item(),
-            "beta": (ours.beta[i].detach() - b_o).abs().max().item(),
-            "lo": (lo - lo_o).abs().max().item(),
-            "hi": (hi - hi_o).abs().max().item(),
+            "omega": gap(ours.omega[i], official.omega[i]),
+            "beta": gap(ours.beta[i], official.beta[i]),
+            "lo": gap(lo, lo_o),
+            "hi": gap(hi, hi_o),
         }
-        row["rel_omega"] = row["omega"] / w_o.abs().max().item()
-        row["rel_beta"] = row["beta"] / b_o.abs().max().item()
+        row["rel_omega"] = row["omega"] / official.omega[i].detach().abs().max().item()
+        row["rel_beta"] = row["beta"] / official.beta[i].detach().abs().max().item()
         rows.append(row)
     return rows
 
@@ -56,15 +60,14 @@ def official_samples(fit_dir: Path, site: str) -> dict[str, torch.Tensor]:
     return out
 
 
-def per_site(fit_dir: Path, official: AffineMaps) -> None:
+def per_site(fit_dir: Path, official: AffineMaps, backbone: CausalLM) -> None:
     """Site by site: (a) lineas's estimator on the official fit's own samples against the official maps (the
     estimator alone), and (b) lineas's collection of those samples with the official maps of the earlier
     sites active against the official samples (the collection and the application of earlier maps alone)."""
     from lineas.core.estimators import sorted_affine_fit, source_bounds
-    from lineas.models.causal_lm import CausalLM
     from lineas.training.module import LinEASModule
 
-    module = LinEASModule(CausalLM(MODEL, "float32"), sites=[str(s) for s in official.sites], estimator="linear_act")
+    module = LinEASModule(backbone, sites=[str(s) for s in official.sites], estimator="linear_act")
     batches = fit_sentences()
     print(f"{'site':32s} {'estimator: omega':>16s} {'beta':>9s} {'bounds':>9s} {'collection: max |dz|':>20s}")
     for k, site in enumerate(official.sites):
@@ -72,26 +75,26 @@ def per_site(fit_dir: Path, official: AffineMaps) -> None:
         omega, beta = sorted_affine_fit(samples["toxic"], samples["non-toxic"])
         lo, hi = source_bounds(samples["toxic"], (0.0, 100.0))
         fit = [
-            (omega - official.omega[k].detach()).abs().max().item(),
-            (beta - official.beta[k].detach()).abs().max().item(),
-            max((lo - official.bounds[k][0]).abs().max().item(), (hi - official.bounds[k][1]).abs().max().item()),
+            gap(omega, official.omega[k]),
+            gap(beta, official.beta[k]),
+            max(gap(lo, official.bounds[k][0]), gap(hi, official.bounds[k][1])),
         ]
         with torch.no_grad():
-            ours = {n: module.pooled(module.backbone.collate(t), with_maps=True, site=k)[0] for n, t in batches.items()}
-            dz = max((ours[n] - samples[n]).abs().max().item() for n in batches)
+            ours = {n: module.pooled(backbone.collate(t), with_maps=True, site=k)[0] for n, t in batches.items()}
+            dz = max(gap(ours[n], samples[n]) for n in batches)
             module.maps.omega[k].copy_(official.omega[k])
             module.maps.beta[k].copy_(official.beta[k])
             module.maps.clip_(k, *official.bounds[k])
         print(f"{str(site):32s} {fit[0]:16.3g} {fit[1]:9.3g} {fit[2]:9.3g} {dz:20.3g}")
 
 
-def official_hooks(ml_act: Path, statedicts: Path) -> list:
+def official_hooks(ml_act: Path, folder: Path) -> list:
     """The official LinearOTHook of every statedict, at strength 1 on every position (its defaults)."""
     use_official(ml_act)
     import act.hooks as hooks
 
     out = []
-    for path in sorted(statedicts.glob("*.statedict"), key=lambda p: int(p.stem.split(".")[2])):
+    for path in statedicts(folder):
         hook = hooks.get_hook(
             "linear_ot",
             module_name=path.stem,
@@ -123,7 +126,8 @@ def main() -> None:
     print("largest over sites:", {k: float(f"{max(r[k] for r in rows):.3g}") for k in rows[0]})
 
     torch.set_num_threads(2)
-    model, tokenizer = load_causal_lm(MODEL, "float32")
+    backbone = CausalLM(MODEL, "float32")
+    model, tokenizer = backbone.model, backbone.tokenizer
     prompts = read_prompts(data_path("toxicity/prompts_dev.txt"))[:8]
     batches = [tokenizer(p, return_tensors="pt") for p in prompts]
 
@@ -137,7 +141,7 @@ def main() -> None:
         with maps.apply(model, strength=1.0):
             steered[name] = logits()
     if args.official_fit:
-        per_site(args.official_fit, official)
+        per_site(args.official_fit, official, backbone)
     if args.ml_act and args.official_fit:
         hooks = official_hooks(args.ml_act, next(args.official_fit.glob("cache/interventions/*/*")))
         from act.models.model_with_hooks import ModelWithHooks

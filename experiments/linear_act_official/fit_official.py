@@ -22,15 +22,15 @@ from lineas.core.maps import AffineMaps
 from lineas.models.sources import resolve
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from official import fit_sentences, use_official  # noqa: E402
+from official import fit_sentences, statedicts, use_official  # noqa: E402
 
 MODEL = "offline:smollm2-135m-instruct"
 
 
-def official_maps(statedicts: list[Path], info: dict) -> AffineMaps:
-    """A maps folder's content from the official statedicts (sites in the order given)."""
-    states = [torch.load(p, weights_only=True) for p in statedicts]
-    sites = [p.stem.split(":")[0] for p in statedicts]
+def official_maps(paths: list[Path], info: dict) -> AffineMaps:
+    """A maps folder's content from the official statedicts at ``paths`` (sites in the order given)."""
+    states = [torch.load(p, weights_only=True) for p in paths]
+    sites = [p.stem.split(":")[0] for p in paths]
     maps = AffineMaps(sites, [s["net.w1"].numel() for s in states], info=info)
     with torch.no_grad():
         for i, state in enumerate(states):
@@ -105,11 +105,15 @@ def main() -> None:
             ],
         )
     manager = li.learn_intervention(cfg)
-    statedicts = sorted(manager.output_path.glob("*.statedict"), key=lambda p: int(p.stem.split(".")[2]))
-    info = {"estimator": "official apple/ml-act linear_ot", "base_model": MODEL, "model_type": "llama"}
-    info["dtype"] = args.dtype
-    out = official_maps(statedicts, info).save(args.out / "maps")
-    print(f"{len(statedicts)} sites -> {out}")
+    paths = statedicts(manager.output_path)
+    info = {
+        "estimator": "official apple/ml-act linear_ot",
+        "base_model": MODEL,
+        "model_type": "llama",
+        "dtype": args.dtype,
+    }
+    out = official_maps(paths, info).save(args.out / "maps")
+    print(f"{len(paths)} sites -> {out}")
 
 
 if __name__ == "__main__":

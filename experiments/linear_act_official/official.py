@@ -30,3 +30,8 @@ def fit_sentences() -> dict[str, list[str]]:
     toxicity = Path(data_path("toxicity"))
     prompts = PromptPairDataModule(toxicity / "toxic.txt", toxicity / "nontoxic.txt", num_fit=32, seed=0).prompts
     return {"toxic": prompts["source"]["fit"], "non-toxic": prompts["target"]["fit"]}
+
+
+def statedicts(folder: Path) -> list[Path]:
+    """The official fit's ``*.statedict`` files in ``folder``, in layer order."""
+    return sorted(folder.glob("*.statedict"), key=lambda p: int(p.stem.split(".")[2]))
